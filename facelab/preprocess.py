@@ -1,0 +1,213 @@
+"""Face preprocessing with OpenCV: detect, align by the eyes, crop, grey, resize, augment.
+
+Conventions: `img_bgr` is a uint8 (H, W, 3) OpenCV image (the file and webcam boundary); a `face`
+is a float32 (S, S) grey image in [0, 1] (the model input). `Box` is the one box convention:
+top-left corner plus width and height, in pixels of the image it was found in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facelab import FACE_SIZE
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box: top-left (x, y), width w and height h, in image pixels."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def scaled(self, factor: float) -> Box:
+        return Box(round(self.x * factor), round(self.y * factor), round(self.w * factor), round(self.h * factor))
+
+    def as_dict(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h}
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """A face found in a photo: its box, the model-ready `face` and whether eyes levelled it."""
+
+    box: Box
+    face: np.ndarray  # (S, S) float32 in [0, 1]
+    aligned: bool
+
+
+def to_grey(img: np.ndarray) -> np.ndarray:
+    """uint8 grey (H, W) from a BGR, BGRA or grey uint8 image."""
+    if img.ndim == 2:
+        return img
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def to_face(img: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """Any image (uint8 or float in [0, 1], grey or colour, any size) -> float32 (size, size) in [0, 1]."""
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.nan_to_num(arr.astype(np.float32)) * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255)
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    grey = to_grey(arr)
+    if grey.shape != (size, size):
+        shrinking = grey.shape[0] > size or grey.shape[1] > size
+        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return grey.astype(np.float32) / 255.0
+
+
+def to_faces(images: list[np.ndarray] | np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """A batch of any images -> float32 (N, size, size) faces in [0, 1]."""
+    if len(images) == 0:
+        return np.zeros((0, size, size), np.float32)
+    return np.stack([to_face(img, size) for img in images])
+
+
+class FaceDetector:
+    """OpenCV Haar-cascade face and eye detector (bundled with opencv-python, works offline).
+
+    A `cv2.CascadeClassifier` must not be shared between threads: make one detector per stream.
+    """
+
+    def __init__(self, min_face: int = 40, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 detect_width: int | None = None) -> None:
+        self.min_face = min_face
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        # Detecting on a downscaled copy is the main lever on live latency; boxes are mapped back.
+        self.detect_width = detect_width
+        self._faces = _cascade("haarcascade_frontalface_default.xml")
+        self._eyes = _cascade("haarcascade_eye.xml")
+
+    def detect(self, img: np.ndarray) -> list[Box]:
+        """Faces in a BGR or grey uint8 image, largest first."""
+        grey = to_grey(img)
+        factor = 1.0
+        if self.detect_width and grey.shape[1] > self.detect_width:
+            factor = self.detect_width / grey.shape[1]
+            grey = cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        min_side = max(12, round(self.min_face * factor))
+        found = self._faces.detectMultiScale(grey, scaleFactor=self.scale_factor,
+                                             minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
+        boxes = [Box(int(x), int(y), int(w), int(h)).scaled(1 / factor) for x, y, w, h in found]
+        return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+    def eyes(self, grey: np.ndarray, box: Box) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """Centres of the left and right eye (image coordinates) inside a face box, if both are found."""
+        top = grey[box.y: box.y + box.h // 2 + box.h // 10, box.x: box.x + box.w]
+        if top.size == 0:
+            return None
+        min_eye = max(6, box.w // 10)
+        found = self._eyes.detectMultiScale(top, scaleFactor=1.1, minNeighbors=5, minSize=(min_eye, min_eye),
+                                            maxSize=(box.w // 2, box.w // 2))
+        centres = [(box.x + x + w / 2, box.y + y + h / 2) for x, y, w, h in found]
+        left = [c for c in centres if c[0] < box.x + box.w / 2]
+        right = [c for c in centres if c[0] >= box.x + box.w / 2]
+        if not left or not right:
+            return None
+        # The eye nearest each half's centre line beats eyebrows and glasses rims picked up as eyes.
+        pick = lambda cs, cx: min(cs, key=lambda c: abs(c[0] - cx))  # noqa: E731
+        return pick(left, box.x + box.w * 0.3), pick(right, box.x + box.w * 0.7)
+
+
+_CASCADES: dict[str, cv2.CascadeClassifier] = {}
+
+
+def _cascade(filename: str) -> cv2.CascadeClassifier:
+    # Each call returns a fresh classifier (not thread-safe to share); the path is checked once.
+    path = cv2.data.haarcascades + filename
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise RuntimeError(f"OpenCV could not load its bundled cascade {path}; is opencv-python-headless 4.x installed?")
+    return cascade
+
+
+# A Haar box reaches above the brows and wider than the cheeks. Measured on 39 Olivetti faces placed in
+# frames: the Olivetti crop is 0.81 (sd 0.05) of the box side, centred 0.08 of the side lower. Using the
+# same framing makes webcam and photo crops look like the data the models learnt from.
+CROP_SCALE = 0.81
+CROP_SHIFT_Y = 0.08
+
+
+def align_face(img: np.ndarray, box: Box, detector: FaceDetector | None = None, size: int = FACE_SIZE,
+               scale: float = CROP_SCALE, shift_y: float = CROP_SHIFT_Y) -> tuple[np.ndarray, bool]:
+    """Crop a face box (side x `scale`, centre moved down by `shift_y` x side), levelling the eyes.
+
+    Returns the (size, size) float32 face and whether eye alignment was applied.
+    """
+    grey = to_grey(img)
+    angle = 0.0
+    if detector is not None:
+        eyes = detector.eyes(grey, box)
+        if eyes is not None:
+            (lx, ly), (rx, ry) = eyes
+            angle = math.degrees(math.atan2(ry - ly, rx - lx))
+            if abs(angle) > 30:  # implausible for a frontal face: a false eye match
+                angle = 0.0
+    side = max(box.w, box.h) * scale
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2 + shift_y * box.h
+    # One affine warp does rotation, crop and resize, so no intermediate image is made.
+    zoom = size / side
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
+    matrix[0, 2] += size / 2 - cx
+    matrix[1, 2] += size / 2 - cy
+    crop = cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop.astype(np.float32) / 255.0, angle != 0.0
+
+
+def extract_faces(img: np.ndarray, detector: FaceDetector, size: int = FACE_SIZE, align: bool = True) -> list[DetectedFace]:
+    """Every face in a photo, detected, aligned and cropped, largest first."""
+    out = []
+    for box in detector.detect(img):
+        face, aligned = align_face(img, box, detector if align else None, size)
+        out.append(DetectedFace(box, face, aligned))
+    return out
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random training-time changes; each is the maximum of a uniform draw."""
+
+    rotation_deg: float = 8.0
+    shift: float = 0.06  # share of the side
+    zoom: float = 0.08  # share of the scale
+    flip: bool = True
+    brightness: float = 0.1  # added, in [0, 1] units
+    contrast: float = 0.15  # multiplier range around 1
+
+
+def augment_faces(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """Randomly rotated, shifted, zoomed, flipped and relit copies of (N, S, S) float32 faces."""
+    n, height, width = faces.shape
+    out = np.empty_like(faces, dtype=np.float32)
+    angles = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg, n)
+    zooms = 1 + rng.uniform(-cfg.zoom, cfg.zoom, n)
+    shifts = rng.uniform(-cfg.shift, cfg.shift, (n, 2)) * (width, height)
+    flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, bool)
+    bright = rng.uniform(-cfg.brightness, cfg.brightness, n)
+    contrast = 1 + rng.uniform(-cfg.contrast, cfg.contrast, n)
+    centre = (width / 2, height / 2)
+    for i in range(n):
+        matrix = cv2.getRotationMatrix2D(centre, angles[i], zooms[i])
+        matrix[:, 2] += shifts[i]
+        face = cv2.warpAffine(faces[i].astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)
+        if flips[i]:
+            face = face[:, ::-1]
+        mean = face.mean()
+        out[i] = (face - mean) * contrast[i] + mean + bright[i]
+    return np.clip(out, 0.0, 1.0)

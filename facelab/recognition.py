@@ -1,0 +1,30 @@
+"""Recognition: who is this face? The common answer type and the protocol every recogniser follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The answer for one face: a name (or "unknown"), a confidence in [0, 1] and the best candidates."""
+
+    name: str
+    confidence: float
+    known: bool
+    top: list[tuple[str, float]] = field(default_factory=list)  # up to 3 (name, score), best first
+
+
+class Recognizer(Protocol):
+    """Anything that names faces: a classifier with a probability threshold or an embedding gallery."""
+
+    threshold: float
+
+    def identify(self, faces: np.ndarray) -> list[Identification]:
+        """One `Identification` per (N, S, S) float32 face."""
+        ...
