@@ -1,0 +1,19 @@
+"""Small builders shared by tests: photos made from real Olivetti faces."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def photo_with_faces(faces: list[np.ndarray], width: int = 320, height: int = 240, face_px: int = 128,
+                     background: int = 128) -> np.ndarray:
+    """A BGR uint8 'photo': each 64x64 uint8 face upscaled to face_px and placed side by side, centred."""
+    frame = np.full((height, width), background, np.uint8)
+    gap = (width - len(faces) * face_px) // (len(faces) + 1)
+    top = (height - face_px) // 2
+    for i, face in enumerate(faces):
+        left = gap + i * (face_px + gap)
+        frame[top: top + face_px, left: left + face_px] = cv2.resize(face, (face_px, face_px),
+                                                                     interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)

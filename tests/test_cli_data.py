@@ -1,0 +1,41 @@
+"""`python -m facelab data`: summaries, JSON and clear errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+
+from facelab.cli import main
+from tests.conftest import ROOT
+
+
+def test_data_json_olivetti(olivetti_dir, capsys):
+    assert main(["data", f"olivetti:{olivetti_dir}", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["people"]) == 40 and out["images"] == 400 and out["image_size"] == [64, 64]
+    assert out["skipped"] == []
+
+
+def test_data_json_lists_skipped_files(olivetti_uint8, tmp_path, capsys):
+    faces, _ = olivetti_uint8
+    for name, p in (("a", 0), ("b", 1)):
+        (tmp_path / name).mkdir()
+        for j in range(2):
+            cv2.imwrite(str(tmp_path / name / f"{j}.png"), faces[p * 10 + j])
+    (tmp_path / "a" / "bad.png").write_bytes(b"not a png")
+    assert main(["data", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 4 and out["skipped"][0]["path"] == "a/bad.png"
+
+
+def test_data_text_and_error_exit_code(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "facelab", *a], capture_output=True, text=True,  # noqa: E731
+                                    cwd=ROOT, timeout=120)
+    ok = run("data", "synthetic")
+    assert ok.returncode == 0 and "240 images of 12 people, 64x64" in ok.stdout
+    (tmp_path / "x.csv").write_text("nothing,here\n1,2\n")
+    bad = run("data", str(tmp_path / "x.csv"))
+    assert bad.returncode == 2 and "missing column" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,78 @@
+"""Detection, alignment, cropping and augmentation on real Olivetti faces placed in photos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facelab.preprocess import AugmentConfig, Box, FaceDetector, align_face, augment_faces, extract_faces, to_face
+from tests.helpers import photo_with_faces
+
+
+def test_to_face_normalises_any_input():
+    colour = np.full((100, 80, 3), 255, np.uint8)
+    face = to_face(colour)
+    assert face.shape == (64, 64) and face.dtype == np.float32
+    assert np.allclose(face, 1.0)
+    assert to_face(np.zeros((10, 10), np.float64)).max() == 0.0
+
+
+def test_detector_finds_one_face_per_photo(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    detector = FaceDetector()
+    found = [len(detector.detect(photo_with_faces([faces[i]]))) for i in range(0, 400, 10)]
+    assert sum(n == 1 for n in found) >= 36  # of 40 people's first image
+    assert detector.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_detector_finds_two_faces_and_boxes_are_in_place(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    photo = photo_with_faces([faces[0], faces[20]], width=480)
+    boxes = FaceDetector().detect(photo)
+    assert len(boxes) == 2
+    centres = sorted(b.x + b.w / 2 for b in boxes)
+    assert abs(centres[0] - 160) < 25 and abs(centres[1] - 320) < 25  # faces sit at x=160 and x=320
+
+
+def test_crop_matches_the_original_face(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    detector = FaceDetector()
+    correlations = []
+    for i in range(0, 400, 25):
+        found = extract_faces(photo_with_faces([faces[i]]), detector)
+        if found:
+            original = faces[i].astype(np.float32) / 255
+            correlations.append(np.corrcoef(found[0].face.ravel(), original.ravel())[0, 1])
+    assert len(correlations) >= 14
+    assert np.median(correlations) > 0.6  # the Olivetti framing is recovered, not just "a face"
+
+
+def test_alignment_levels_a_tilted_face(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    detector = FaceDetector()
+    upright = photo_with_faces([faces[0]], width=400, height=400, face_px=200)
+    rotation = cv2.getRotationMatrix2D((200, 200), 12, 1.0)
+    tilted = cv2.warpAffine(upright, rotation, (400, 400), borderMode=cv2.BORDER_REPLICATE)
+    box = detector.detect(tilted)[0]
+    face, aligned = align_face(tilted, box, detector)
+    plain, _ = align_face(tilted, box, None)
+    reference = extract_faces(upright, detector)[0].face
+    assert aligned
+    score = lambda f: np.corrcoef(f.ravel(), reference.ravel())[0, 1]  # noqa: E731
+    assert score(face) > score(plain)
+
+
+def test_box_scaling():
+    assert Box(10, 20, 30, 40).scaled(2) == Box(20, 40, 60, 80)
+
+
+def test_augmentation_is_seeded_and_changes_faces(olivetti):
+    faces = olivetti.images[:8]
+    a = augment_faces(faces, np.random.default_rng(1))
+    b = augment_faces(faces, np.random.default_rng(1))
+    c = augment_faces(faces, np.random.default_rng(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert a.shape == faces.shape and a.min() >= 0 and a.max() <= 1
+    still = augment_faces(faces, np.random.default_rng(1), AugmentConfig(0, 0, 0, False, 0, 0))
+    np.testing.assert_allclose(still, faces, atol=1e-5)
