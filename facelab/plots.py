@@ -1,0 +1,212 @@
+"""Plotly figures for the dashboard: pure functions of arrays and histories, no Streamlit, no models.
+
+Faces are (N, S, S) float32 in [0, 1]; several faces are drawn as one mosaic image (one trace, one
+PNG in the figure's JSON) rather than one subplot per face, which keeps big grids quick to send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
+           "#65a30d")
+_LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))
+
+
+def _is_accuracy(key: str) -> bool:
+    base = key.removeprefix("val_")
+    return "acc" in base or base in ("top5", "top_5")
+
+
+def _is_loss(key: str) -> bool:
+    return key.removeprefix("val_").endswith("loss")
+
+
+def training_curves(history: Mapping[str, Sequence[float]], title: str | None = None) -> go.Figure:
+    """Loss (and accuracy, if logged) per epoch; training solid, validation dashed.
+
+    `history` is a Keras-style dict of per-epoch lists (`loss`, `val_loss`, `accuracy`, ...); keys that
+    are neither losses nor accuracies (learning rate, PSNR) are left out.
+    """
+    loss_keys = [k for k in history if _is_loss(k) and len(history[k])]
+    acc_keys = [k for k in history if _is_accuracy(k) and len(history[k])]
+    panels = [("loss", loss_keys)] + ([("accuracy", acc_keys)] if acc_keys else [])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
+    for col, (_, keys) in enumerate(panels, start=1):
+        bases = sorted({k.removeprefix("val_") for k in keys}, key=lambda b: (b != "loss", b))
+        for i, base in enumerate(bases):
+            for key, dash in ((base, "solid"), ("val_" + base, "dash")):
+                if key not in keys:
+                    continue
+                values = [float(v) for v in history[key]]
+                fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
+                                         name=key, line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
+                                         legendgroup=base), row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_layout(title=title, height=340, legend=dict(orientation="h", y=-0.25), **_LAYOUT)
+    return fig
+
+
+def compare_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str = "val_loss") -> go.Figure:
+    """One `metric` per model, overlaid (models that did not log it are left out)."""
+    fig = go.Figure()
+    for i, (name, history) in enumerate(histories.items()):
+        values = history.get(metric) or []
+        if len(values) == 0:
+            continue
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=[float(v) for v in values],
+                                 mode="lines+markers", name=name, line=dict(color=PALETTE[i % len(PALETTE)])))
+    fig.update_layout(title=f"{metric} by model", xaxis_title="epoch", yaxis_title=metric, height=340, **_LAYOUT)
+    return fig
+
+
+def confusion_heatmap(confusion: Sequence[Sequence[float]] | np.ndarray, names: Sequence[str],
+                      normalize: bool = True) -> go.Figure:
+    """Confusion matrix (rows: true person, columns: predicted); rows normalised to shares if `normalize`."""
+    counts = np.asarray(confusion, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(names):
+        raise ValueError(f"confusion must be square with one row per name; got {counts.shape} for {len(names)} names")
+    z = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
+    labels = [str(n) for n in names]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", zmin=0,
+                               customdata=counts, hovertemplate="true %{y}<br>taken for %{x}<br>%{customdata:.0f} "
+                               "face(s)<extra></extra>"))
+    side = min(900, 260 + 14 * len(labels))
+    fig.update_layout(title="confusion matrix" + (" (share of each true person)" if normalize else ""),
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", height=side, **_LAYOUT)
+    return fig
+
+
+def per_person_bar(per_person: Mapping[str, float], title: str = "accuracy per person") -> go.Figure:
+    """A bar per person, lowest first, so the people the model confuses stand out."""
+    items = sorted(per_person.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[k for k, _ in items], y=[float(v) for _, v in items], marker_color=PALETTE[0]))
+    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05], title="accuracy"), height=320, **_LAYOUT)
+    return fig
+
+
+def latent_scatter(points: np.ndarray, labels: Sequence[int] | np.ndarray, names: Sequence[str],
+                   title: str = "latent space") -> go.Figure:
+    """2-D projected codes (N, 2), one trace (colour) per person so the legend toggles people."""
+    points = np.asarray(points, dtype=np.float64)
+    labels = np.asarray(labels)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+        raise ValueError(f"points must be (N, 2) with one label each; got {points.shape} and {labels.shape}")
+    fig = go.Figure()
+    for label in np.unique(labels):
+        mask = labels == label
+        name = str(names[int(label)])
+        fig.add_trace(go.Scattergl(x=points[mask, 0], y=points[mask, 1], mode="markers", name=name,
+                                   marker=dict(size=8, color=PALETTE[int(label) % len(PALETTE)],
+                                               symbol=int(label) // len(PALETTE) % 8),
+                                   hovertemplate=f"{name}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="component 1", yaxis_title="component 2", height=480, **_LAYOUT)
+    return fig
+
+
+def mosaic(faces: np.ndarray, cols: int = 8, pad: int = 2, fill: float = 1.0) -> np.ndarray:
+    """(N, S, S) faces -> one (rows*(S+pad)-pad, cols*(S+pad)-pad) image, row by row."""
+    faces = np.asarray(faces, dtype=np.float32)
+    if faces.ndim != 3:
+        raise ValueError(f"faces must be (N, S, S); got shape {faces.shape}")
+    n, h, w = faces.shape
+    cols = max(1, min(cols, n))
+    rows = max(1, -(-n // cols))
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad), fill, np.float32)
+    for i, face in enumerate(faces):
+        r, c = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = face
+    return out
+
+
+def _image_figure(img: np.ndarray, colorscale: str | None, zmax: float, height: int | None) -> go.Figure:
+    if colorscale is None:
+        rgb = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+        fig = go.Figure(go.Image(z=np.repeat(rgb[:, :, None], 3, axis=2), hoverinfo="skip"))
+    else:
+        fig = go.Figure(go.Heatmap(z=img, colorscale=colorscale, zmin=0, zmax=zmax, showscale=True,
+                                   hovertemplate="error %{z:.3f}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height or max(160, int(img.shape[0] * 2.2) + 60),
+                      **{**_LAYOUT, "margin": dict(l=5, r=5, t=40, b=5)})
+    return fig
+
+
+def _caption(fig: go.Figure, captions: Sequence[str] | None, n: int, cols: int, side: int, pad: int) -> None:
+    for i, text in enumerate((captions or [])[:n]):
+        r, c = divmod(i, cols)
+        fig.add_annotation(x=c * (side + pad) + side / 2, y=r * (side + pad) + side - 2, text=str(text),
+                           showarrow=False, yanchor="bottom", font=dict(size=10, color="#111827"),
+                           bgcolor="rgba(255,255,255,0.75)")
+
+
+def face_grid(faces: np.ndarray, captions: Sequence[str] | None = None, cols: int = 8,
+              title: str | None = None) -> go.Figure:
+    """Faces in a grid with an optional caption on each (a name, a score)."""
+    faces = np.asarray(faces, dtype=np.float32)
+    if faces.ndim != 3 or len(faces) == 0:
+        raise ValueError(f"face_grid needs (N, S, S) faces with N >= 1; got shape {faces.shape}")
+    cols = max(1, min(cols, len(faces)))
+    pad = 2
+    fig = _image_figure(mosaic(faces, cols, pad), None, 1.0, None)
+    _caption(fig, captions, len(faces), cols, faces.shape[1], pad)
+    fig.update_layout(title=title)
+    return fig
+
+
+def reconstruction_strip(originals: np.ndarray, reconstructions: np.ndarray,
+                         scores: Sequence[float] | None = None, title: str = "originals (top) and reconstructions") -> go.Figure:
+    """Originals on the top row, their reconstructions below, the PSNR (dB) under each pair."""
+    originals = np.asarray(originals, np.float32)
+    reconstructions = np.asarray(reconstructions, np.float32)
+    if originals.shape != reconstructions.shape or originals.ndim != 3:
+        raise ValueError(f"originals and reconstructions must be equal (N, S, S); got {originals.shape} "
+                         f"and {reconstructions.shape}")
+    n, side = len(originals), originals.shape[1]
+    pad = 2
+    fig = _image_figure(mosaic(np.concatenate([originals, reconstructions]), n, pad), None, 1.0, None)
+    if scores is not None:
+        _caption(fig, [""] * n + [f"{s:.1f} dB" for s in scores], 2 * n, n, side, pad)
+    fig.update_layout(title=title)
+    return fig
+
+
+def error_maps(errors: np.ndarray, captions: Sequence[str] | None = None, cols: int = 8,
+               title: str = "absolute error per pixel") -> go.Figure:
+    """(N, S, S) per-pixel errors as a heat-map mosaic on one shared colour scale."""
+    errors = np.asarray(errors, np.float32)
+    if errors.ndim != 3 or len(errors) == 0:
+        raise ValueError(f"error_maps needs (N, S, S) errors; got shape {errors.shape}")
+    cols = max(1, min(cols, len(errors)))
+    pad = 2
+    zmax = float(max(np.percentile(errors, 99.5), 1e-6))
+    fig = _image_figure(mosaic(errors, cols, pad, fill=0.0), "Inferno", zmax, None)
+    _caption(fig, captions, len(errors), cols, errors.shape[1], pad)
+    fig.update_layout(title=title)
+    return fig
+
+
+def photo_with_boxes(img_bgr: np.ndarray, boxes: Sequence, labels: Sequence[str] | None = None,
+                     colors: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
+    """A photo with a rectangle and a label per face; boxes have x, y, w, h (`facelab.preprocess.Box`)."""
+    img = np.asarray(img_bgr)
+    rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img[:, :, 2::-1]
+    fig = go.Figure(go.Image(z=rgb, hoverinfo="skip"))
+    for i, box in enumerate(boxes):
+        color = (colors[i] if colors else None) or PALETTE[i % len(PALETTE)]
+        fig.add_shape(type="rect", x0=box.x, y0=box.y, x1=box.x + box.w, y1=box.y + box.h,
+                      line=dict(color=color, width=3))
+        if labels and i < len(labels):
+            fig.add_annotation(x=box.x, y=box.y, text=str(labels[i]), showarrow=False, xanchor="left",
+                               yanchor="bottom", font=dict(color="white", size=12), bgcolor=color)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    height = int(min(640, max(240, img.shape[0] * min(1.0, 720 / max(img.shape[1], 1)))))
+    fig.update_layout(title=title, height=height + 40, **{**_LAYOUT, "margin": dict(l=5, r=5, t=40, b=5)})
+    return fig

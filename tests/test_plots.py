@@ -1,0 +1,109 @@
+"""The dashboard's figures: pure functions, checked on real Olivetti faces and small histories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facelab import plots
+from facelab.preprocess import Box
+
+HISTORY = {"loss": [2.0, 1.2, 0.8], "val_loss": [2.1, 1.5, 1.1], "accuracy": [0.2, 0.5, 0.8],
+           "val_accuracy": [0.1, 0.4, 0.7], "learning_rate": [1e-3, 1e-3, 5e-4]}
+
+
+def test_training_curves_has_train_and_val_per_panel():
+    fig = plots.training_curves(HISTORY, title="gru")
+    names = [t.name for t in fig.data]
+    assert names == ["loss", "val_loss", "accuracy", "val_accuracy"]  # the learning rate is not a curve here
+    assert list(fig.data[1].y) == HISTORY["val_loss"] and list(fig.data[0].x) == [1, 2, 3]
+    assert fig.data[1].line.dash == "dash" and fig.data[0].line.dash == "solid"
+    assert fig.data[2].xaxis == "x2"  # accuracy in its own panel
+    assert [a.text for a in fig.layout.annotations] == ["loss", "accuracy"]
+
+
+def test_training_curves_loss_only_and_multi_output():
+    hist = {"loss": [1.0, 0.5], "val_loss": [1.1], "reconstruction_loss": [0.9, 0.4], "val_reconstruction_loss": []}
+    fig = plots.training_curves(hist)
+    assert [t.name for t in fig.data] == ["loss", "val_loss", "reconstruction_loss"]  # empty lists are dropped
+    assert len(fig.layout.annotations) == 1  # no accuracy panel for an autoencoder
+    empty = plots.training_curves({})
+    assert len(empty.data) == 0
+
+
+def test_compare_curves_one_trace_per_model():
+    fig = plots.compare_curves({"a": HISTORY, "b": {"val_loss": [3, 2]}, "c": {"loss": [1]}}, "val_loss")
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert list(fig.data[1].y) == [3.0, 2.0]
+
+
+def test_confusion_heatmap_normalises_rows():
+    conf = [[8, 2, 0], [0, 5, 5], [0, 0, 0]]
+    fig = plots.confusion_heatmap(conf, ["x", "y", "z"])
+    z = np.asarray(fig.data[0].z)
+    np.testing.assert_allclose(z[0], [0.8, 0.2, 0.0])
+    np.testing.assert_allclose(z[2], [0, 0, 0])  # a person with no test faces does not divide by zero
+    assert np.asarray(fig.data[0].customdata)[1, 2] == 5
+    raw = plots.confusion_heatmap(conf, ["x", "y", "z"], normalize=False)
+    assert np.asarray(raw.data[0].z)[0, 0] == 8
+    with pytest.raises(ValueError, match="square"):
+        plots.confusion_heatmap([[1, 2]], ["x"])
+
+
+def test_latent_scatter_one_trace_per_person(olivetti):
+    rng = np.random.default_rng(0)
+    labels = olivetti.labels[:30]  # people 1-3
+    points = rng.normal(size=(30, 2)) + labels[:, None] * 5
+    fig = plots.latent_scatter(points, labels, olivetti.names)
+    assert [t.name for t in fig.data] == olivetti.names[:3]
+    assert all(len(t.x) == 10 for t in fig.data)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plots.latent_scatter(np.zeros((30, 3)), labels, olivetti.names)
+
+
+def test_mosaic_places_faces_row_by_row(olivetti):
+    faces = olivetti.images[:5]
+    out = plots.mosaic(faces, cols=3, pad=2)
+    assert out.shape == (2 * 64 + 2, 3 * 64 + 4)
+    np.testing.assert_array_equal(out[:64, :64], faces[0])
+    np.testing.assert_array_equal(out[66:130, 66:130], faces[4])
+    assert (out[66:, 132:] == 1.0).all()  # the empty sixth slot is background
+
+
+def test_face_grid_is_one_image_with_captions(olivetti):
+    fig = plots.face_grid(olivetti.images[:12], captions=[f"p{i}" for i in range(12)], cols=6)
+    assert len(fig.data) == 1 and fig.data[0].type == "image"
+    assert np.asarray(fig.data[0].z).shape == (2 * 64 + 2, 6 * 64 + 10, 3)
+    assert [a.text for a in fig.layout.annotations] == [f"p{i}" for i in range(12)]
+    with pytest.raises(ValueError):
+        plots.face_grid(np.zeros((0, 64, 64)))
+
+
+def test_reconstruction_strip_and_error_maps(olivetti):
+    faces = olivetti.images[:4]
+    blurred = np.clip(faces * 0.9 + 0.05, 0, 1)
+    fig = plots.reconstruction_strip(faces, blurred, scores=[20.0, 21.5, 22.0, 19.0])
+    assert np.asarray(fig.data[0].z).shape == (2 * 64 + 2, 4 * 64 + 6, 3)
+    assert [a.text for a in fig.layout.annotations if a.text] == ["20.0 dB", "21.5 dB", "22.0 dB", "19.0 dB"]
+    with pytest.raises(ValueError):
+        plots.reconstruction_strip(faces, blurred[:3])
+    err = np.abs(faces - blurred)
+    emap = plots.error_maps(err, cols=4)
+    assert emap.data[0].type == "heatmap" and emap.data[0].zmax > 0
+    assert np.asarray(emap.data[0].z).shape == (64, 4 * 64 + 6)
+
+
+def test_photo_with_boxes(olivetti):
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[:, :, 2] = 255  # red in BGR
+    fig = plots.photo_with_boxes(img, [Box(10, 20, 64, 64), Box(150, 30, 50, 50)], ["person-01 0.93", "unknown"])
+    assert np.asarray(fig.data[0].z)[0, 0].tolist() == [255, 0, 0]  # shown as RGB
+    assert [(s.x0, s.y0, s.x1, s.y1) for s in fig.layout.shapes] == [(10, 20, 74, 84), (150, 30, 200, 80)]
+    assert [a.text for a in fig.layout.annotations] == ["person-01 0.93", "unknown"]
+    grey = plots.photo_with_boxes((olivetti.images[0] * 255).astype(np.uint8), [])
+    assert np.asarray(grey.data[0].z).shape == (64, 64, 3)
+
+
+def test_per_person_bar_sorted():
+    fig = plots.per_person_bar({"a": 1.0, "b": 0.5, "c": 0.75})
+    assert list(fig.data[0].x) == ["b", "c", "a"]
