@@ -1,0 +1,367 @@
+"""An embedding gallery: enrol people from face images, name new faces by nearest neighbour, answer
+"unknown" beyond a distance threshold calibrated for a target false-accept rate.
+
+Any `embed(faces (N, S, S)) -> codes (N, D)` works: an autoencoder's encoder or a classifier's
+penultimate layer. People are added and removed without retraining; `to_arrays`/`from_arrays` turn
+the gallery into plain arrays for a model bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from facelab import FACE_SIZE
+from facelab.errors import BadInputError, FaceLabError
+from facelab.preprocess import to_face
+from facelab.recognition import UNKNOWN, Identification
+
+log = logging.getLogger(__name__)
+
+METRICS = ("cosine", "euclidean")
+MODES = ("mean", "all")
+TOP = 5  # candidates kept per answer (the Identification shows them best first)
+
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a threshold was chosen: target and achieved false-accept rate, true-accept rate, sample sizes."""
+
+    threshold: float
+    far_target: float
+    far: float  # share of impostor samples accepted at `threshold`
+    tar: float  # share of genuine samples named correctly and accepted
+    genuine: int
+    impostors: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class Gallery:
+    """People's face codes and a nearest-neighbour rule; implements `facelab.recognition.Recognizer`.
+
+    metric: "cosine" (distance 1 - cos, in [0, 2]) or "euclidean". mode: "mean" keeps one prototype
+    per person (the mean of their codes, unit-normalised first for cosine); "all" keeps every code
+    and scores a person by the mean of their `k` nearest codes. A face whose best distance is over
+    `threshold` is "unknown"; the default (infinity) accepts every face until `calibrate` or a
+    hand-set value says otherwise.
+    """
+
+    def __init__(self, embed: Embed | None = None, metric: str = "cosine", mode: str = "mean", k: int = 1,
+                 threshold: float = math.inf, image_size: int = FACE_SIZE, code_size: int | None = None) -> None:
+        if metric not in METRICS:
+            raise FaceLabError(f"unknown gallery metric {metric!r}: use one of {', '.join(METRICS)}")
+        if mode not in MODES:
+            raise FaceLabError(f"unknown gallery mode {mode!r}: use one of {', '.join(MODES)}")
+        if k < 1:
+            raise FaceLabError(f"k must be at least 1, got {k}")
+        self.embed = embed
+        self.metric = metric
+        self.mode = mode
+        self.k = int(k)
+        self.threshold = float(threshold)
+        self.image_size = int(image_size)
+        self.calibration: Calibration | None = None
+        self._expected = code_size  # the model's code size, known before anyone is enrolled
+        self._codes: dict[str, np.ndarray] = {}  # name -> (n, D) float32 codes, enrolment order
+        # A live stream may identify while the page enrols: mutations swap whole dicts under a lock.
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ people
+    @property
+    def names(self) -> list[str]:
+        """Enrolled people, in enrolment order."""
+        return list(self._codes)
+
+    @property
+    def code_size(self) -> int | None:
+        """D, the length of the stored codes (None while the gallery is empty)."""
+        codes = next(iter(self._codes.values()), None)
+        return None if codes is None else int(codes.shape[1])
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._codes
+
+    def counts(self) -> dict[str, int]:
+        """Codes stored per person."""
+        return {name: len(codes) for name, codes in self._codes.items()}
+
+    def enrol(self, name: str, faces: Sequence[np.ndarray] | np.ndarray) -> int:
+        """Add a person's faces (any size or colour depth; preprocessed to grey S x S) to the gallery.
+
+        A name already enrolled gets the new faces added. Returns the number of faces used.
+        """
+        name = _check_name(name)
+        usable, reasons = [], []
+        for i, img in enumerate(_as_list(faces)):
+            try:
+                arr = np.asarray(img)
+                if arr.size == 0 or arr.ndim not in (2, 3):
+                    raise BadInputError(f"shape {arr.shape} is not an image")
+                if not np.isfinite(arr.astype(np.float64)).all():
+                    raise BadInputError("contains NaN or infinite values")
+                usable.append(to_face(arr, self.image_size))
+            except Exception as err:  # noqa: BLE001 - one bad image must not hide the person's others
+                reasons.append(f"image {i}: {err}")
+        if not usable:
+            detail = "; ".join(reasons) if reasons else "no images were given"
+            raise FaceLabError(f"cannot enrol {name!r}: no usable face image ({detail})")
+        if reasons:
+            log.warning("enrolling %s: skipped %d unusable image(s): %s", name, len(reasons), "; ".join(reasons))
+        self.enrol_codes(name, self._embed(np.stack(usable)))
+        return len(usable)
+
+    def enrol_codes(self, name: str, codes: np.ndarray) -> None:
+        """Add already-computed (n, D) codes for a person."""
+        name = _check_name(name)
+        codes = np.asarray(codes, np.float32)
+        if codes.ndim == 1:
+            codes = codes[None]
+        if codes.ndim != 2 or len(codes) == 0:
+            raise FaceLabError(f"cannot enrol {name!r}: expected (n, D) codes, got shape {codes.shape}")
+        finite = np.isfinite(codes).all(axis=1)
+        if not finite.all():
+            if not finite.any():
+                raise FaceLabError(f"cannot enrol {name!r}: no usable face image (every code is NaN or infinite)")
+            log.warning("enrolling %s: dropped %d non-finite code(s)", name, int((~finite).sum()))
+            codes = codes[finite]
+        self._check_code_size(codes.shape[1])
+        with self._lock:
+            new = dict(self._codes)
+            new[name] = codes if name not in new else np.concatenate([new[name], codes])
+            self._codes = new
+
+    def remove(self, name: str) -> None:
+        """Forget a person; their faces are "unknown" (or someone else) from now on."""
+        with self._lock:
+            if name not in self._codes:
+                raise FaceLabError(f"{name!r} is not in the gallery (enrolled: {', '.join(self._codes) or 'nobody'})")
+            self._codes = {n: c for n, c in self._codes.items() if n != name}
+
+    # ---------------------------------------------------------------------------------- matching
+    def distances(self, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Per-person distances of (N, D) codes: (names, (N, P) float64), smaller is closer."""
+        codes = np.asarray(codes, np.float64)
+        gallery = self._codes  # one snapshot: enrol/remove swap the dict, never mutate it
+        if not gallery:
+            raise FaceLabError("the gallery is empty: enrol at least one person before identifying faces")
+        if codes.ndim != 2:
+            raise FaceLabError(f"expected (N, D) codes, got shape {codes.shape}")
+        self._check_code_size(codes.shape[1], gallery)
+        names = list(gallery)
+        if self.metric == "cosine":
+            codes = _unit(codes)
+        out = np.empty((len(codes), len(names)))
+        for j, name in enumerate(names):
+            refs = gallery[name].astype(np.float64)
+            if self.metric == "cosine":
+                refs = _unit(refs)
+            if self.mode == "mean":
+                refs = refs.mean(axis=0, keepdims=True)
+                if self.metric == "cosine":
+                    refs = _unit(refs)
+            d = _pairwise(codes, refs, self.metric)  # (N, n)
+            k = min(self.k, d.shape[1])
+            out[:, j] = np.sort(d, axis=1)[:, :k].mean(axis=1)
+        return names, out
+
+    def identify(self, faces: np.ndarray) -> list[Identification]:
+        """One `Identification` per (N, S, S) face (a single (S, S) face is also accepted)."""
+        faces = _as_list(faces)
+        if len(faces) == 0:
+            return []
+        return self.identify_codes(self._embed(self._prepare(faces)))
+
+    def identify_codes(self, codes: np.ndarray) -> list[Identification]:
+        """`identify` for codes already computed: (N, D) -> N answers."""
+        names, dist = self.distances(codes)
+        answers = []
+        for row in dist:
+            order = np.argsort(row, kind="stable")[:TOP]
+            top = [(names[j], self.score(row[j])) for j in order]
+            best = float(row[order[0]])
+            known = best <= self.threshold
+            answers.append(Identification(names[order[0]] if known else UNKNOWN, top[0][1], bool(known), top))
+        return answers
+
+    def score(self, distance: float) -> float:
+        """A similarity in [0, 1] for a distance: cosine similarity (clipped at 0) or 1 / (1 + d)."""
+        if self.metric == "cosine":
+            return float(np.clip(1.0 - distance, 0.0, 1.0))
+        return float(1.0 / (1.0 + distance))
+
+    # ------------------------------------------------------------------------------- calibration
+    def calibrate(self, faces: np.ndarray, names: Sequence[str], far: float = 0.01) -> Calibration:
+        """Set `threshold` from validation faces so that about `far` of impostors are accepted.
+
+        `names[i]` is who `faces[i]` shows. A face of someone enrolled gives one genuine sample (its
+        distance to that person) and one impostor sample (its nearest *other* person); a face of
+        someone not enrolled is an impostor sample. Never calibrate on test faces.
+        """
+        return self.calibrate_codes(self._embed(self._prepare(_as_list(faces))), names, far)
+
+    def calibrate_codes(self, codes: np.ndarray, names: Sequence[str], far: float = 0.01) -> Calibration:
+        """`calibrate` for codes already computed."""
+        if not 0.0 <= far < 1.0:
+            raise FaceLabError(f"the false-accept rate must be in [0, 1), got {far}")
+        names = [str(n) for n in names]
+        if len(names) != len(codes):
+            raise FaceLabError(f"{len(codes)} faces but {len(names)} names to calibrate with")
+        people, dist = self.distances(codes)
+        col = {n: j for j, n in enumerate(people)}
+        genuine, genuine_ok, impostor = [], [], []
+        for row, name in zip(dist, names):
+            if name in col:
+                j = col[name]
+                others = np.delete(row, j)
+                genuine.append(row[j])
+                genuine_ok.append(others.size == 0 or row[j] < others.min())
+                if others.size:
+                    impostor.append(others.min())
+            else:
+                impostor.append(row.min())
+        if not impostor:
+            raise FaceLabError("cannot calibrate: need faces of at least two enrolled people, or of people "
+                               "who are not enrolled, to see how close impostors come")
+        imp = np.sort(np.asarray(impostor))
+        allowed = int(math.floor(far * len(imp) + 1e-9))  # impostors that may fall under the threshold
+        if allowed == 0:
+            # Just under the closest impostor: every impostor seen is rejected.
+            threshold = float(np.nextafter(imp[0], -np.inf))
+        elif allowed >= len(imp):
+            threshold = float(imp[-1])
+        else:  # halfway between the last impostor allowed in and the first kept out
+            threshold = float((imp[allowed - 1] + imp[allowed]) / 2)
+        gen = np.asarray(genuine)
+        ok = np.asarray(genuine_ok, bool)
+        cal = Calibration(
+            threshold=threshold, far_target=float(far), far=float((imp <= threshold).mean()),
+            tar=float(((gen <= threshold) & ok).mean()) if len(gen) else float("nan"),
+            genuine=len(gen), impostors=len(imp),
+        )
+        self.threshold = threshold
+        self.calibration = cal
+        log.info("gallery threshold %.4f for FAR %.3f (val TAR %.3f, %d genuine, %d impostor samples)",
+                 threshold, far, cal.tar, cal.genuine, cal.impostors)
+        return cal
+
+    def open_set_rates(self, codes: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+        """At the current threshold: rank-1 rate, true-accept rate (right name and accepted) of enrolled
+        people's faces; false-accept rate and share answered "unknown" of everyone else's faces."""
+        answers = self.identify_codes(codes)
+        enrolled = np.array([n in self._codes for n in names], bool)
+        right = np.array([a.top[0][0] == n for a, n in zip(answers, names)], bool)
+        accepted = np.array([a.known for a in answers], bool)
+        mean = lambda m: float(m.mean()) if m.size else float("nan")  # noqa: E731
+        return {
+            "rank1": mean(right[enrolled]),
+            "tar": mean((right & accepted)[enrolled]),
+            "far": mean(accepted[~enrolled]),
+            "unknown_share": mean(~accepted[~enrolled]),
+            "known_faces": int(enrolled.sum()),
+            "unknown_faces": int((~enrolled).sum()),
+        }
+
+    # ------------------------------------------------------------------------------------ saving
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (no pickles) for an .npz: codes, owner index per code, names, settings."""
+        gallery = self._codes
+        names = list(gallery)
+        d = self.code_size or 0
+        codes = np.concatenate([gallery[n] for n in names]) if names else np.zeros((0, d), np.float32)
+        owners = np.concatenate([np.full(len(gallery[n]), i, np.int64) for i, n in enumerate(names)]) \
+            if names else np.zeros(0, np.int64)
+        return {
+            "gallery_codes": codes.astype(np.float32),
+            "gallery_owners": owners,
+            "gallery_names": np.asarray(names, dtype=np.str_),
+            "gallery_settings": np.asarray([self.metric, self.mode], dtype=np.str_),
+            "gallery_numbers": np.asarray([self.k, self.threshold, self.image_size], np.float64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], embed: Embed | None = None,
+                    code_size: int | None = None) -> Gallery:
+        """Rebuild a gallery from `to_arrays` output; `code_size` (the model's D) is checked against it."""
+        missing = [k for k in ("gallery_codes", "gallery_owners", "gallery_names", "gallery_settings",
+                               "gallery_numbers") if k not in arrays]
+        if missing:
+            raise FaceLabError(f"the saved gallery is incomplete (missing {', '.join(missing)})")
+        metric, mode = (str(s) for s in arrays["gallery_settings"])
+        k, threshold, image_size = (float(x) for x in arrays["gallery_numbers"])
+        gallery = cls(embed, metric=metric, mode=mode, k=int(k), threshold=threshold, image_size=int(image_size),
+                      code_size=code_size)
+        codes = np.asarray(arrays["gallery_codes"], np.float32)
+        owners = np.asarray(arrays["gallery_owners"])
+        names = [str(n) for n in arrays["gallery_names"]]
+        if len(codes) != len(owners) or (len(owners) and (owners.min() < 0 or owners.max() >= len(names))):
+            raise FaceLabError("the saved gallery is corrupt: codes and their owners do not match")
+        if code_size is not None and len(codes) and codes.shape[1] != code_size:
+            raise FaceLabError(f"code-size mismatch: the gallery holds {codes.shape[1]}-number codes but the "
+                               f"model makes {code_size}-number codes; re-enrol the people with this model")
+        for i, name in enumerate(names):
+            gallery.enrol_codes(name, codes[owners == i])
+        return gallery
+
+    # ---------------------------------------------------------------------------------- internals
+    def _prepare(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        # Wrong size or colour depth is converted, not rejected (the house rule for faces).
+        if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.dtype == np.float32 \
+                and faces.shape[1:] == (self.image_size, self.image_size):
+            return faces
+        return np.stack([to_face(f, self.image_size) for f in faces])
+
+    def _embed(self, faces: np.ndarray) -> np.ndarray:
+        if self.embed is None:
+            raise FaceLabError("this gallery has no embedding function: attach a model before enrolling faces")
+        codes = np.asarray(self.embed(faces), np.float32)
+        if codes.ndim != 2 or len(codes) != len(faces):
+            raise FaceLabError(f"the embedding returned shape {codes.shape} for {len(faces)} faces")
+        self._check_code_size(codes.shape[1])
+        return codes
+
+    def _check_code_size(self, d: int, gallery: dict[str, np.ndarray] | None = None) -> None:
+        gallery = self._codes if gallery is None else gallery
+        have = next(iter(gallery.values())).shape[1] if gallery else self._expected
+        if have is not None and d != have:
+            raise FaceLabError(f"code-size mismatch: the gallery holds {have}-number codes but got {d}-number "
+                               "codes; was it made with a different model? Re-enrol the people with this model")
+
+
+def _as_list(faces: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray] | np.ndarray:
+    """A batch of images from a list, an (N, H, W[, C]) array, or one (H, W) / (H, W, 3|4) image."""
+    if isinstance(faces, np.ndarray):
+        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[-1] in (3, 4) and faces.shape[0] > 4):
+            return faces[None]
+        return faces
+    return list(faces)
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip()
+    if not name or name == UNKNOWN:
+        raise FaceLabError(f"a person needs a name other than {UNKNOWN!r} and the empty string")
+    return name
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """(N, D) x (M, D) -> (N, M) distances; cosine expects unit rows."""
+    if metric == "cosine":
+        return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0.0))

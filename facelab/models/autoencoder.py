@@ -1,0 +1,127 @@
+"""Autoencoder builders: pure functions of their hyperparameters returning uncompiled Keras 3 models.
+
+Every autoencoder is `Model(face) -> reconstruction` made of two named sub-models, `encoder`
+(face (S, S, 1) -> code (D,)) and `decoder` (code -> face), so that codes can be read and decoded on
+their own after a `.keras` round trip. The metric variant adds an `identity` head on the code and
+returns a dict `{"recon": ..., "identity": ...}`. Only `keras` and `keras.ops` are used, so the
+models run on the TensorFlow, JAX and PyTorch backends.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from facelab.errors import FaceLabError
+
+RECON = "recon"  # output name of the reconstruction
+IDENTITY = "identity"  # output name of the person-classification head (metric variant)
+
+
+def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
+                            dropout: float = 0.0, code_activation: str = "relu") -> keras.Model:
+    """The seed network: flatten -> Dense(encoding_dim, relu) -> Dense(S*S, sigmoid), reshaped to (S, S, 1).
+
+    `hidden_units` > 0 adds one hidden layer of that width on each side (deeper option, not the seed).
+    """
+    _check(image_size, encoding_dim)
+    pixels = image_size * image_size
+    face = keras.Input((image_size, image_size, 1), name="face")
+    x = layers.Flatten(name="flatten")(face)  # (S*S,)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="enc_dropout")(x)
+    if hidden_units > 0:
+        x = layers.Dense(hidden_units, activation="relu", name="enc_hidden")(x)
+    code = layers.Dense(encoding_dim, activation=code_activation, name="code")(x)  # (D,)
+    encoder = keras.Model(face, code, name="encoder")
+
+    code_in = keras.Input((encoding_dim,), name="code_in")
+    y = code_in
+    if hidden_units > 0:
+        y = layers.Dense(hidden_units, activation="relu", name="dec_hidden")(y)
+    y = layers.Dense(pixels, activation="sigmoid", name="pixels")(y)  # (S*S,)
+    recon = layers.Reshape((image_size, image_size, 1), name="face_out")(y)
+    decoder = keras.Model(code_in, recon, name="decoder")
+
+    return keras.Model(face, decoder(encoder(face)), name="ae_dense")
+
+
+def build_conv_encoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32,
+                       dropout: float = 0.0, code_activation: str = "linear") -> keras.Model:
+    """Conv(3x3, relu) + max-pool blocks, filters doubling per block, then Dense to the (D,) code."""
+    _check(image_size, encoding_dim, blocks)
+    face = keras.Input((image_size, image_size, 1), name="face")
+    x = face
+    for i in range(blocks):
+        x = layers.Conv2D(filters * 2**i, 3, padding="same", activation="relu", name=f"enc_conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)  # side halves: S / 2**(i+1)
+    x = layers.Flatten(name="flatten")(x)  # (S/2**blocks)**2 * filters*2**(blocks-1)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="enc_dropout")(x)
+    code = layers.Dense(encoding_dim, activation=code_activation, name="code")(x)  # (D,)
+    return keras.Model(face, code, name="encoder")
+
+
+def build_conv_decoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32) -> keras.Model:
+    """The mirror of `build_conv_encoder`: Dense to a small feature map, stride-2 transposed convs, sigmoid."""
+    _check(image_size, encoding_dim, blocks)
+    side = image_size // 2**blocks
+    top = filters * 2 ** (blocks - 1)
+    code_in = keras.Input((encoding_dim,), name="code_in")
+    y = layers.Dense(side * side * top, activation="relu", name="dec_dense")(code_in)
+    y = layers.Reshape((side, side, top), name="dec_reshape")(y)  # (S/2**blocks, S/2**blocks, top)
+    for i in reversed(range(blocks)):
+        y = layers.Conv2DTranspose(filters * 2**i, 3, strides=2, padding="same", activation="relu",
+                                   name=f"dec_deconv{i}")(y)  # side doubles
+    recon = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="face_out")(y)  # (S, S, 1)
+    return keras.Model(code_in, recon, name="decoder")
+
+
+def build_conv_autoencoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32,
+                           dropout: float = 0.0, code_activation: str = "linear") -> keras.Model:
+    """Convolutional autoencoder: conv/pool encoder to a (D,) code, transposed-conv decoder."""
+    encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, code_activation)
+    decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
+    face = keras.Input((image_size, image_size, 1), name="face")
+    return keras.Model(face, decoder(encoder(face)), name="ae_conv")
+
+
+def build_metric_autoencoder(n_people: int, image_size: int = 64, encoding_dim: int = 64, blocks: int = 3,
+                             filters: int = 32, dropout: float = 0.0, head_dropout: float = 0.0) -> keras.Model:
+    """The conv autoencoder plus an `identity` softmax head on the code, so codes separate people.
+
+    Outputs `{"recon": (S, S, 1), "identity": (n_people,)}`; train with MSE on `recon` and
+    sparse cross-entropy on `identity`. The head reads the code through a batch normalisation (no
+    bias: the code's direction carries identity), which suits cosine nearest-neighbour search.
+    """
+    if n_people < 2:
+        raise FaceLabError(f"the metric-learning autoencoder needs at least 2 people to separate, got {n_people}")
+    encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, "linear")
+    decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
+    face = keras.Input((image_size, image_size, 1), name="face")
+    code = encoder(face)
+    h = layers.BatchNormalization(name="head_norm")(code)
+    if head_dropout > 0:
+        h = layers.Dropout(head_dropout, name="head_dropout")(h)
+    identity = layers.Dense(n_people, activation="softmax", name=IDENTITY)(h)
+    return keras.Model(face, {RECON: decoder(code), IDENTITY: identity}, name="ae_metric")
+
+
+def encoder_of(model: keras.Model) -> keras.Model:
+    """The `encoder` sub-model of any autoencoder built here (also after loading from a .keras file)."""
+    return model.get_layer("encoder")
+
+
+def decoder_of(model: keras.Model) -> keras.Model:
+    """The `decoder` sub-model of any autoencoder built here."""
+    return model.get_layer("decoder")
+
+
+def _check(image_size: int, encoding_dim: int, blocks: int = 0) -> None:
+    if encoding_dim < 1:
+        raise FaceLabError(f"encoding size must be at least 1, got {encoding_dim}")
+    if blocks < 0 or image_size < 8:
+        raise FaceLabError(f"face size {image_size} is too small (need at least 8 pixels)")
+    if blocks and image_size % 2**blocks:
+        raise FaceLabError(f"face size {image_size} must be divisible by 2**blocks = {2**blocks} "
+                           f"for a convolutional autoencoder with {blocks} blocks")
