@@ -1,0 +1,46 @@
+"""FaceLab dashboard: `streamlit run app.py`. The frame only: page set-up, sidebar, navigation."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from facelab import ui
+
+st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
+
+ROOT = Path(__file__).resolve().parent
+pages = {
+    "FaceLab": [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/database:"),
+    ],
+    "Train": [
+        st.Page("pages/train_gru.py", title="Train GRU", icon=":material/model_training:"),
+        st.Page("pages/train_autoencoder.py", title="Train autoencoder", icon=":material/compress:"),
+    ],
+    "Use": [
+        st.Page("pages/reconstructions.py", title="Reconstructions", icon=":material/auto_awesome_mosaic:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("pages/identify.py", title="Identify", icon=":material/person_search:"),
+        st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+    ],
+}
+if (ROOT / "pages" / "live.py").is_file():  # written by the webcam work; registered once it exists
+    pages["Use"].insert(3, st.Page("pages/live.py", title="Live webcam", icon=":material/videocam:"))
+page = st.navigation(pages)
+
+ui.collect_finished()
+with st.sidebar:
+    st.caption(ui.device_label())
+    ds = ui.dataset()
+    st.markdown(f"**Data:** {st.session_state.get(ui.DATASET_LABEL, ds.source) if ds is not None else 'none yet'}")
+    active = ui.active_model_name()
+    st.markdown(f"**Model:** {active or 'none yet'}")
+    for job in ui.running_jobs():
+        progress = job.progress
+        where = f"epoch {progress.epoch}/{progress.epochs}" if progress else "starting"
+        st.caption(f"Training {job.name}: {where}")
+    st.text_input("Model folder", str(ui.default_model_dir()), key=ui.MODEL_DIR,
+                  help="every finished training is saved here as a bundle; $FACELAB_MODEL_DIR sets the default")
+
+page.run()

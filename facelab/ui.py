@@ -1,0 +1,470 @@
+"""The one module in `facelab` that imports Streamlit: glue shared by the dashboard's pages.
+
+Session-state keys, cached data loaders, guards that stop a page with a hint, a form built from any
+config dataclass, and the training panel both train pages use. Training runs in a background thread
+per session (`TrainingJob`): Keras reports into the job and a fragment redraws from it every second,
+so the Stop button acts at once, the user can change page while a model trains, and a closed tab
+still gets its model saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from facelab.errors import FaceLabError
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------ session state
+DATASET = "facelab_dataset"  # the active FaceDataset
+DATASET_LABEL = "facelab_dataset_label"  # where it came from, for the sidebar
+MODELS = "facelab_models"  # dict: name -> trained or loaded estimator (history_, metrics_ inside)
+MODEL_PATHS = "facelab_model_paths"  # dict: name -> bundle path it was saved to / loaded from
+ACTIVE_MODEL = "facelab_active_model"  # name of the model the result pages show first
+JOBS = "facelab_jobs"  # dict: train page ("gru" / "autoencoder") -> TrainingJob
+MODEL_DIR = "facelab_model_dir"  # sidebar text input: where bundles are saved
+
+PAGE_DATA = "pages/data.py"
+PAGE_TRAIN_GRU = "pages/train_gru.py"
+PAGE_TRAIN_AE = "pages/train_autoencoder.py"
+PAGE_MODELS = "pages/models.py"
+
+
+def default_model_dir() -> Path:
+    """$FACELAB_MODEL_DIR, else ~/.facelab/models (per user, survives restarts)."""
+    return Path(os.environ.get("FACELAB_MODEL_DIR") or Path.home() / ".facelab" / "models").expanduser()
+
+
+def model_dir() -> Path:
+    """The folder finished trainings are saved to (the sidebar setting)."""
+    value = str(st.session_state.get(MODEL_DIR) or "").strip()
+    return Path(value).expanduser() if value else default_model_dir()
+
+
+def models() -> dict[str, Any]:
+    """This session's models by name (trained here or loaded from bundles)."""
+    return st.session_state.setdefault(MODELS, {})
+
+
+def model_paths() -> dict[str, Path]:
+    return st.session_state.setdefault(MODEL_PATHS, {})
+
+
+def add_model(name: str, model: Any, path: Path | None = None, activate: bool = True) -> None:
+    """Put a model in the session (replacing one of the same name) and make it the active one."""
+    models()[name] = model
+    if path is not None:
+        model_paths()[name] = Path(path)
+    if activate:
+        st.session_state[ACTIVE_MODEL] = name
+
+
+def active_model_name() -> str | None:
+    name = st.session_state.get(ACTIVE_MODEL)
+    return name if name in models() else next(reversed(models()), None)
+
+
+def dataset():
+    """The active FaceDataset, or None."""
+    return st.session_state.get(DATASET)
+
+
+def set_dataset(ds, label: str | None = None) -> None:
+    st.session_state[DATASET] = ds
+    st.session_state[DATASET_LABEL] = label or ds.source
+
+
+def unique_name(base: str) -> str:
+    """`base`, or `base-2`, `base-3`, ... so a new model never replaces another in the session."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+    taken = set(models()) | {p.name for p in _saved_names()}
+    if base not in taken:
+        return base
+    i = 2
+    while f"{base}-{i}" in taken:
+        i += 1
+    return f"{base}-{i}"
+
+
+def _saved_names() -> list[Path]:
+    folder = model_dir()
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+# ------------------------------------------------------------------------------------------- guards
+def require_dataset():
+    """The active dataset; without one, a hint with a link to the Data page and the page stops here."""
+    ds = dataset()
+    if ds is None:
+        st.info("No data set is loaded yet. Pick one on the Data page (the synthetic set needs no download).")
+        st.page_link(PAGE_DATA, label="Go to Data", icon=":material/database:")
+        st.stop()
+    return ds
+
+
+def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str = "model") -> dict[str, Any]:
+    """The session's models that satisfy `predicate`; with none, a hint and the page stops here."""
+    found = {name: m for name, m in models().items() if predicate(m)}
+    if not found:
+        st.info(f"No {what} in this session yet. Train one, or load a saved bundle on the Models page.")
+        cols = st.columns(3)
+        cols[0].page_link(PAGE_TRAIN_GRU, label="Train GRU", icon=":material/model_training:")
+        cols[1].page_link(PAGE_TRAIN_AE, label="Train autoencoder", icon=":material/model_training:")
+        cols[2].page_link(PAGE_MODELS, label="Models", icon=":material/inventory_2:")
+        st.stop()
+    return found
+
+
+def is_autoencoder(model: Any) -> bool:
+    return str(getattr(model, "kind", "")).startswith("ae-")
+
+
+def is_classifier(model: Any) -> bool:
+    return hasattr(model, "predict_proba")
+
+
+def pick_model(label: str, candidates: dict[str, Any], key: str) -> tuple[str, Any]:
+    """A select over `candidates`, starting on the active model when it is one of them."""
+    names = list(candidates)
+    active = active_model_name()
+    name = st.selectbox(label, names, index=names.index(active) if active in names else len(names) - 1, key=key)
+    return name, candidates[name]
+
+
+def show_error(err: BaseException) -> None:
+    """A FaceLabError as a message; anything else as a short error (the log has the traceback)."""
+    if isinstance(err, FaceLabError):
+        st.error(str(err), icon=":material/error:")
+    else:
+        log.exception("unexpected error in the dashboard", exc_info=err)
+        st.error(f"Something went wrong: {type(err).__name__}: {err}", icon=":material/error:")
+
+
+# ------------------------------------------------------------------------------------------ loaders
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_spec(spec: str, _progress: Callable[[float, str], None] | None = None):
+    """`facelab.data.load_dataset(spec)`, cached per spec (the data are the same for every user)."""
+    from facelab.data import load_dataset
+
+    return load_dataset(spec, progress=_progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def load_upload(name: str, data: bytes, _progress: Callable[[float, str], None] | None = None):
+    """An uploaded .zip or .csv, written to a temporary file and loaded like a path; cached by content."""
+    from facelab.data import load_dataset
+
+    suffix = Path(name).suffix.lower()
+    with tempfile.TemporaryDirectory(prefix="facelab-upload-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        ds = load_dataset(str(path), progress=_progress)
+    # The temporary path means nothing later: name the source after the uploaded file.
+    ds.source = ds.source.replace(path.name, name)
+    return ds
+
+
+def load_with_progress(loader: Callable[..., Any], *args: Any):
+    """Run a cached loader with a progress bar (folders and zips report per file); errors become messages."""
+    bar = st.progress(0.0, text="Loading faces...")
+
+    def progress(fraction: float, item: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"Loading {item}")
+
+    try:
+        return loader(*args, _progress=progress)
+    except FaceLabError as err:
+        show_error(err)
+        return None
+    finally:
+        bar.empty()
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def device_label() -> str:
+    """The compute device in words (asks nvidia-smi, not TensorFlow, so the first page stays quick)."""
+    from facelab.device import device_info
+
+    return device_info().label()
+
+
+# ------------------------------------------------------------------------------------- config forms
+def config_form(config: Any, key: str, skip: tuple[str, ...] = (), columns: int = 3) -> Any:
+    """A widget for every field of a frozen config dataclass (nested dataclasses too); returns the new config.
+
+    Field limits and help come from `facelab.registry.config_fields`. Widget keys are `key.field`, so
+    two forms never clash; `key` should change with the preset so that picking one resets the widgets.
+    """
+    from facelab.registry import config_fields
+
+    values: dict[str, Any] = {}
+    fields = [f for f in config_fields(type(config)) if f.name not in skip]
+    cols = st.columns(columns)
+    nested = []
+    i = 0
+    for spec in fields:
+        current = getattr(config, spec.name)
+        if dataclasses.is_dataclass(current):
+            nested.append(spec)
+            continue
+        with cols[i % columns]:
+            values[spec.name] = _field_widget(spec, current, f"{key}.{spec.name}")
+        i += 1
+    for spec in nested:
+        current = getattr(config, spec.name)
+        with st.expander(spec.name.replace("_", " ").capitalize(), expanded=False):
+            values[spec.name] = config_form(current, f"{key}.{spec.name}", columns=columns)
+    return dataclasses.replace(config, **values)
+
+
+def _field_widget(spec: Any, current: Any, key: str) -> Any:
+    label = spec.name.replace("_", " ")
+    meta = dict(getattr(spec, "metadata", None) or {})
+    help_ = meta.get("help") or getattr(spec, "help", None)
+    choices = meta.get("choices") or getattr(spec, "choices", None)
+    lo = meta.get("min", getattr(spec, "min", None))
+    hi = meta.get("max", getattr(spec, "max", None))
+    if choices:
+        options = list(choices)
+        index = options.index(current) if current in options else 0
+        return st.selectbox(label, options, index=index, key=key, help=help_)
+    if isinstance(current, bool):
+        return st.checkbox(label, value=current, key=key, help=help_)
+    if isinstance(current, int):
+        if lo is not None and hi is not None and hi - lo <= 512:
+            return int(st.slider(label, int(lo), int(hi), int(current), key=key, help=help_))
+        return int(st.number_input(label, min_value=None if lo is None else int(lo),
+                                   max_value=None if hi is None else int(hi), value=int(current), step=1,
+                                   key=key, help=help_))
+    if isinstance(current, float):
+        if meta.get("log") or getattr(spec, "log", False):
+            # Learning rates and the like: a slider over powers of ten reads better than a linear one.
+            return float(st.select_slider(label, options=_log_steps(lo or current / 100, hi or current * 100, current),
+                                          value=current, key=key, help=help_, format_func=lambda v: f"{v:g}"))
+        if lo is not None and hi is not None:
+            step = _step(float(lo), float(hi))
+            return float(st.slider(label, float(lo), float(hi), float(current), step=step, key=key, help=help_))
+        return float(st.number_input(label, value=float(current), key=key, help=help_, format="%g"))
+    if isinstance(current, tuple):
+        text = st.text_input(label, ", ".join(str(v) for v in current), key=key, help=help_)
+        kind = type(current[0]) if current else int
+        try:
+            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            st.warning(f"{label}: expected comma-separated {kind.__name__} values; kept {current}")
+            return current
+    return st.text_input(label, str(current), key=key, help=help_)
+
+
+def _log_steps(lo: float, hi: float, current: float) -> list[float]:
+    steps = sorted({float(f"{m * 10.0**e:.1g}") for e in range(-8, 3) for m in (1, 2, 5)} | {float(current)})
+    return [v for v in steps if lo <= v <= hi or v == current]
+
+
+def _step(lo: float, hi: float) -> float:
+    span = hi - lo
+    return 0.01 if span <= 1 else 0.1 if span <= 10 else 1.0
+
+
+# ----------------------------------------------------------------------------------------- training
+class TrainingJob:
+    """One training run in a background thread: progress, growing history, the finished model.
+
+    The Keras callbacks (`on_epoch`, `on_batch`) only write here under a lock; the page reads a
+    snapshot. The finished model is saved as a bundle by the thread itself, so nothing depends on
+    the browser tab staying open.
+    """
+
+    def __init__(self, name: str, model: Any, split: Any, folder: Path, evaluate: bool = True) -> None:
+        from facelab.training import StopRequest
+
+        self.name = name
+        self.model = model
+        self.split = split
+        self.folder = Path(folder)
+        self.evaluate = evaluate
+        self.stop = StopRequest()
+        self.progress = None  # latest facelab.training.TrainingProgress
+        self.history: dict[str, list[float]] = {}
+        self.error: str | None = None
+        self.path: Path | None = None
+        self.started = time.time()
+        self.finished: float | None = None
+        self.collected = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"facelab-train-{name}", daemon=True)
+
+    def start(self) -> TrainingJob:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.finished is None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self.running
+
+    def _on_batch(self, progress) -> None:
+        with self._lock:
+            self.progress = progress
+
+    def _on_epoch(self, progress) -> None:
+        with self._lock:
+            self.progress = progress
+            for key, value in progress.logs.items():
+                self.history.setdefault(key, []).append(float(value))
+
+    def snapshot(self) -> tuple[Any, dict[str, list[float]]]:
+        """The latest progress and a copy of the history so far."""
+        with self._lock:
+            return self.progress, {k: list(v) for k, v in self.history.items()}
+
+    def _run(self) -> None:
+        try:
+            self.model.fit(self.split, on_epoch=self._on_epoch, on_batch=self._on_batch, stop=self.stop)
+            if self.evaluate and len(self.split.test.images):
+                self.model.evaluate(self.split.test)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path = Path(self.model.save(self.folder / self.name))
+        except FaceLabError as err:
+            self.error = str(err)
+        except Exception as err:  # noqa: BLE001 - a failed run must end the job, not the server thread
+            log.exception("training %s failed", self.name)
+            self.error = f"training failed: {type(err).__name__}: {err}"
+        finally:
+            self.finished = time.time()
+
+
+def jobs() -> dict[str, TrainingJob]:
+    return st.session_state.setdefault(JOBS, {})
+
+
+def running_jobs() -> list[TrainingJob]:
+    return [job for job in jobs().values() if job.running]
+
+
+def collect(job: TrainingJob) -> None:
+    """Move a finished job's model into the session once."""
+    if job.running or job.collected:
+        return
+    job.collected = True
+    if job.error is None:
+        add_model(job.name, job.model, job.path)
+
+
+def collect_finished() -> None:
+    """Collect every finished job, so a model trained while the user was on another page shows up."""
+    for job in list(jobs().values()):
+        collect(job)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "..."
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+def _history_of(job: TrainingJob) -> dict[str, list[float]]:
+    return dict(getattr(job.model, "history_", None) or job.snapshot()[1])
+
+
+def training_panel(page: str, make_model: Callable[[], Any], make_split: Callable[[], Any], default_name: str) -> None:
+    """Name, Train button, live progress and curves, Stop button, and the result with its metrics.
+
+    `make_model()` returns an unfitted estimator and `make_split()` a DataSplit; both are called only
+    when Train is pressed. `page` tells the jobs of the two train pages apart.
+    """
+    job = jobs().get(page)
+    busy = job is not None and job.running
+    name = st.text_input("Model name", unique_name(default_name), key=f"{page}.name", disabled=busy,
+                         help="the bundle is saved under this name in the model folder (sidebar)")
+    if st.button("Train", key=f"{page}.train", type="primary", disabled=busy, icon=":material/play_arrow:"):
+        try:
+            model, split = make_model(), make_split()
+        except FaceLabError as err:
+            show_error(err)
+            return
+        job = TrainingJob(unique_name(name), model, split, model_dir()).start()
+        jobs()[page] = job
+    if job is None:
+        return
+    if job.running:
+        _live(job)
+    else:
+        collect(job)
+        _result(job)
+
+
+@st.fragment(run_every=1.0)
+def _live(job: TrainingJob) -> None:
+    """Redrawn every second while the job runs; a full rerun when it ends shows the result."""
+    if not job.running:
+        st.rerun()
+    from facelab import plots
+
+    progress, history = job.snapshot()
+    if progress is None:
+        st.progress(0.0, text=f"Preparing {job.name} (loading Keras, building the model)...")
+    else:
+        text = (f"epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches} · "
+                f"{_fmt_s(progress.elapsed_s)} elapsed · {_fmt_s(progress.eta_s)} left")
+        st.progress(progress.fraction, text=text)
+    if job.stop.requested:
+        st.caption("Stopping after this batch; the best weights so far are kept.")
+    else:
+        st.button("Stop", key=f"stop.{job.name}", on_click=job.stop.request, icon=":material/stop:",
+                  help="end training after the current batch and keep the best model so far")
+    if history:
+        st.plotly_chart(plots.training_curves(history, title=job.name), key=f"live_curves.{job.name}")
+
+
+def _result(job: TrainingJob) -> None:
+    from facelab import plots
+
+    history = _history_of(job)
+    if job.error:
+        st.error(job.error, icon=":material/error:")
+    else:
+        epochs = len(next(iter(history.values()), []))
+        how = "stopped" if job.stop.requested else "finished"
+        st.success(f"{job.name}: {how} after {epochs} epoch(s) in {_fmt_s(job.finished - job.started)}; "
+                   f"saved to {job.path}", icon=":material/check_circle:")
+        metrics = getattr(job.model, "metrics_", None) or {}
+        show_metrics(metrics)
+    if history:
+        st.plotly_chart(plots.training_curves(history, title=job.name), key=f"curves.{job.name}")
+
+
+def show_metrics(metrics: dict) -> None:
+    """The headline numbers of an evaluation as metric tiles."""
+    labels = {"accuracy": "test accuracy", "top5": "top-5", "recon_psnr": "PSNR (dB)", "recon_mse": "MSE",
+              "infer_ms_per_face": "ms / face"}
+    shown = [(labels[k], metrics[k]) for k in labels if isinstance(metrics.get(k), (int, float))]
+    if not shown:
+        return
+    cols = st.columns(len(shown))
+    for col, (label, value) in zip(cols, shown):
+        text = f"{value:.1%}" if label in ("test accuracy", "top-5") else f"{value:.4g}" if label == "MSE" else f"{value:.2f}"
+        col.metric(label, text)
+
+
+def saved_at(path: Path) -> str:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    except OSError:
+        return ""

@@ -1,0 +1,5 @@
+"""identify (to come)."""
+
+import streamlit as st
+
+st.title("identify")

@@ -1,0 +1,5 @@
+"""models (to come)."""
+
+import streamlit as st
+
+st.title("models")

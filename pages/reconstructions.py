@@ -1,0 +1,5 @@
+"""reconstructions (to come)."""
+
+import streamlit as st
+
+st.title("reconstructions")

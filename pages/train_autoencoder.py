@@ -1,0 +1,5 @@
+"""train_autoencoder (to come)."""
+
+import streamlit as st
+
+st.title("train_autoencoder")

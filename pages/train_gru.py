@@ -1,0 +1,5 @@
+"""train_gru (to come)."""
+
+import streamlit as st
+
+st.title("train_gru")
