@@ -1,0 +1,313 @@
+"""Model bundles: one folder holding the `.keras` model, `meta.json` and optional NumPy extras.
+
+Layout of a bundle folder:
+    meta.json            {"format": "facelab-bundle", "version": 1, "kind", "config", "names", "input_size",
+                          "preprocessing", "data_source", "metrics", "history", "created", "versions",
+                          "files": {"model": "model-<stamp>.keras", "extras": "extras-<stamp>.npz" | null}}
+    model-<stamp>.keras  the Keras 3 model file
+    extras-<stamp>.npz   named arrays (an autoencoder's gallery, ...), loaded with allow_pickle=False
+
+Saving is atomic: the new model and extras are written under fresh names first, then `meta.json` is
+replaced in one `os.replace`; a crash before that leaves the previous bundle whole (its meta still
+names its own files), and stale files are removed after the switch. A bundle also travels as one
+zip file (`export_bundle` / `import_bundle`), checked member by member on the way in.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab import __version__
+from facelab.errors import BadInputError, FaceLabError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "facelab-bundle"
+BUNDLE_VERSION = 1
+META_FILE = "meta.json"
+EXPORT_MAX_BYTES = 2 * 1024**3  # unpacked size limit for an uploaded bundle
+EXPORT_MAX_FILES = 8
+META_MAX_BYTES = 64 * 2**20
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the Keras model, its metadata and its extra arrays."""
+
+    model: Any
+    meta: dict
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become None, so meta.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    return obj
+
+
+def library_versions() -> dict[str, str]:
+    """Versions worth recording with a model: Python, NumPy, Keras and its backend, FaceLab."""
+    import keras
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "keras": keras.__version__,
+                "backend": keras.backend.backend(), "facelab": __version__}
+    backend = keras.backend.backend()
+    try:
+        module = __import__(backend)
+        versions[backend] = getattr(module, "__version__", "?")
+    except ImportError:
+        pass
+    return versions
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to `path` through a temporary file in the same folder and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.ndarray] | None = None) -> Path:
+    """Save a model, its metadata (must include "kind") and extra arrays as a bundle folder, atomically.
+
+    `meta` should carry kind, config, names, input_size, preprocessing, data_source, metrics and history;
+    format, version, creation date, library versions and file names are added here. Returns the folder.
+    """
+    if not meta.get("kind"):
+        raise FaceLabError("bundle metadata needs a 'kind'")
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"{folder}: exists and is not a folder; choose another place to save the model")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / META_FILE).is_file():
+        raise BadInputError(f"{folder}: folder is not empty and is not a FaceLab bundle; refusing to write into it")
+    folder.mkdir(parents=True, exist_ok=True)
+    old_files = set()
+    if (folder / META_FILE).is_file():
+        try:
+            old_files = {f for f in read_meta(folder).get("files", {}).values() if f}
+        except BadInputError:
+            old_files = set()
+
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.perf_counter_ns() % 10**6}"
+    model_name = f"model-{stamp}.keras"
+    extras_name = f"extras-{stamp}.npz" if extras else None
+    written = []
+    try:
+        # Keras picks the format from the suffix, so the temporary name must end in .keras too.
+        tmp_model = folder / f".tmp-{model_name}"
+        keras_model.save(tmp_model)
+        written.append(tmp_model)
+        os.replace(tmp_model, folder / model_name)
+        written.append(folder / model_name)
+        if extras_name:
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.asarray(v) for k, v in extras.items()})
+            _write_atomic(folder / extras_name, buf.getvalue())
+            written.append(folder / extras_name)
+        full = dict(meta)
+        full.update(format=BUNDLE_FORMAT, version=BUNDLE_VERSION,
+                    created=datetime.now(UTC).isoformat(timespec="seconds"),
+                    versions=library_versions(), files={"model": model_name, "extras": extras_name})
+        text = json.dumps(_finite(full), indent=2, default=_json_default, allow_nan=False).encode()
+        _write_atomic(folder / META_FILE, text)  # the commit point
+    except BaseException:
+        for f in written:
+            f.unlink(missing_ok=True)
+        raise
+    for name in old_files - {model_name, extras_name}:
+        (folder / name).unlink(missing_ok=True)
+    log.info("saved %s bundle to %s", meta["kind"], folder)
+    return folder
+
+
+def read_meta(path: str | Path) -> dict:
+    """The metadata of a bundle folder, checked; raises BadInputError for anything that is not a bundle."""
+    folder = Path(path)
+    if not folder.exists():
+        raise BadInputError(f"{folder}: no such model bundle")
+    if not folder.is_dir():
+        hint = " (a zip export: import it first)" if zipfile.is_zipfile(folder) else ""
+        raise BadInputError(f"{folder}: not a FaceLab model bundle; a bundle is a folder with {META_FILE}{hint}")
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise BadInputError(f"{folder}: not a FaceLab model bundle (no {META_FILE})")
+    if meta_path.stat().st_size > META_MAX_BYTES:
+        raise BadInputError(f"{meta_path}: {META_FILE} is too large to be bundle metadata")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadInputError(f"{meta_path}: unreadable bundle metadata ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raise BadInputError(f"{folder}: not a FaceLab model bundle ({META_FILE} lacks format {BUNDLE_FORMAT!r})")
+    if not isinstance(meta.get("version"), int) or meta["version"] > BUNDLE_VERSION:
+        raise BadInputError(f"{folder}: bundle format version {meta.get('version')!r} is newer than this FaceLab "
+                            f"understands ({BUNDLE_VERSION})")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get("model"), str) or not meta.get("kind"):
+        raise BadInputError(f"{folder}: bundle metadata is incomplete (kind or model file missing)")
+    for key in ("model", "extras"):
+        name = files.get(key)
+        if name is not None and (not isinstance(name, str) or Path(name).name != name or name.startswith(".")):
+            raise BadInputError(f"{folder}: bundle metadata names an unsafe file {name!r}")
+    return meta
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle folder: Keras model (safe mode on, not compiled), metadata and extras.
+
+    Custom layers must be registered before loading: `facelab.registry.load_model` imports the
+    kind's module first, which is the usual way in.
+    """
+    import keras
+
+    folder = Path(path)
+    meta = read_meta(folder)
+    model_path = folder / meta["files"]["model"]
+    if not model_path.is_file():
+        raise BadInputError(f"{folder}: bundle is missing its model file {model_path.name}")
+    if not zipfile.is_zipfile(model_path):
+        raise BadInputError(f"{model_path}: not a Keras model file (corrupt or truncated)")
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types for a bad file; all mean "cannot use this bundle"
+        raise BadInputError(f"{model_path}: the model could not be loaded ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:300] if str(err) else 'no detail'})") from None
+    extras: dict[str, np.ndarray] = {}
+    if meta["files"].get("extras"):
+        extras_path = folder / meta["files"]["extras"]
+        try:
+            with np.load(extras_path, allow_pickle=False) as npz:
+                extras = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise BadInputError(f"{extras_path}: bundle extras could not be read ({err})") from None
+    return Bundle(model, meta, extras, folder)
+
+
+def list_bundles(folder: str | Path) -> list[dict]:
+    """Bundles directly inside `folder`, newest first: path, name, kind, created, people, metrics."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = []
+    for sub in root.iterdir():
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        try:
+            meta = read_meta(sub)
+        except BadInputError:
+            continue
+        found.append({"path": sub, "name": sub.name, "kind": meta["kind"], "created": meta.get("created", ""),
+                      "people": len(meta.get("names") or []), "metrics": meta.get("metrics") or {},
+                      "data_source": meta.get("data_source", "")})
+    return sorted(found, key=lambda b: b["created"], reverse=True)
+
+
+def delete_bundle(path: str | Path) -> None:
+    """Delete a bundle folder; refuses folders that are not bundles."""
+    folder = Path(path)
+    read_meta(folder)
+    shutil.rmtree(folder)
+
+
+def export_bundle(path: str | Path, dest: str | Path | None = None) -> bytes:
+    """A bundle as one zip (bytes for a download); also written atomically to `dest` when given."""
+    folder = Path(path)
+    meta = read_meta(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(folder / META_FILE, META_FILE)
+        for name in meta["files"].values():
+            if name:
+                zf.write(folder / name, name)
+    data = buf.getvalue()
+    if dest is not None:
+        _write_atomic(Path(dest), data)
+    return data
+
+
+def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upload") -> Path:
+    """Unpack an exported bundle zip (path or bytes) into the folder `dest`, checking it on the way.
+
+    Only flat members named in its meta.json are accepted, within size limits; the result must load
+    as bundle metadata. Replaces `dest` only once the new bundle is complete.
+    """
+    label = Path(source).name if isinstance(source, (str, Path)) else name
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise BadInputError(f"{label}: not a FaceLab model export (not a readable zip: {err})") from None
+    dest = Path(dest)
+    with archive:
+        members = {m.filename: m for m in archive.infolist()}
+        if META_FILE not in members:
+            raise BadInputError(f"{label}: not a FaceLab model export (no {META_FILE} inside)")
+        if len(members) > EXPORT_MAX_FILES or sum(m.file_size for m in members.values()) > EXPORT_MAX_BYTES:
+            raise BadInputError(f"{label}: too many or too large files for a FaceLab model export")
+        for m in members.values():
+            if "/" in m.filename or "\\" in m.filename or m.filename.startswith("."):
+                raise BadInputError(f"{label}: unexpected entry {m.filename!r}; a model export is flat")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.import-", dir=dest.parent))
+        try:
+            (tmp / META_FILE).write_bytes(archive.read(META_FILE))
+            meta = read_meta(tmp)
+            wanted = {n for n in meta["files"].values() if n}
+            missing = wanted - members.keys()
+            if missing:
+                raise BadInputError(f"{label}: the export lacks {', '.join(sorted(missing))}")
+            for member in wanted:
+                with archive.open(member) as src, open(tmp / member, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            if dest.exists():
+                read_meta(dest)  # only ever replace another bundle
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest

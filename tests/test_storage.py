@@ -1,0 +1,153 @@
+"""Model bundles (atomic save, safe load, refusal of foreign files, zip export) and the model registry."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from facelab import storage
+from facelab.errors import BadInputError, FaceLabError
+from facelab.registry import MODEL_KINDS, bundle_kind, config_fields, load_model
+from facelab.storage import export_bundle, import_bundle, list_bundles, load_bundle, read_meta, save_bundle
+
+
+def _model(seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((64, 64), name="face")
+    out = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.Flatten()(inp))
+    return keras.Model(inp, out)
+
+
+META = {"kind": "gru", "config": {"kind": "gru"}, "names": ["a", "b", "c"], "input_size": [64, 64],
+        "metrics": {"accuracy": np.float32(0.5)}, "history": {"loss": [1.0, 0.5]}}
+
+
+@pytest.fixture
+def faces(olivetti):
+    return olivetti.images[:5]
+
+
+def test_round_trip_predicts_the_same(tmp_path, faces):
+    model = _model()
+    path = save_bundle(tmp_path / "m", model, META, {"gallery": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    bundle = load_bundle(path)
+    np.testing.assert_allclose(bundle.model.predict_on_batch(faces), model.predict_on_batch(faces), rtol=1e-6)
+    assert bundle.meta["names"] == ["a", "b", "c"] and bundle.meta["metrics"]["accuracy"] == 0.5
+    assert bundle.meta["format"] == "facelab-bundle" and "keras" in bundle.meta["versions"]
+    assert bundle.meta["created"]
+    np.testing.assert_array_equal(bundle.extras["gallery"], np.arange(6).reshape(2, 3))
+    assert list_bundles(tmp_path)[0]["kind"] == "gru"
+
+
+def test_resave_replaces_files_and_crash_keeps_previous(tmp_path, faces, monkeypatch):
+    first = _model(0)
+    path = save_bundle(tmp_path / "m", first, META)
+    save_bundle(path, _model(1), META)  # a second save leaves one model file
+    assert len(list(path.glob("*.keras"))) == 1
+    save_bundle(path, first, META)
+    before = read_meta(path)
+
+    def crash(target, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "_write_atomic", crash)
+    with pytest.raises(OSError):
+        save_bundle(path, _model(2), META)
+    monkeypatch.undo()
+    assert read_meta(path) == before
+    assert len(list(path.glob("*.keras"))) == 1  # the half-written model was cleaned up
+    np.testing.assert_allclose(load_bundle(path).model.predict_on_batch(faces), first.predict_on_batch(faces),
+                               rtol=1e-6)
+
+
+def test_refuses_foreign_and_corrupt_bundles(tmp_path):
+    with pytest.raises(BadInputError, match="no such"):
+        load_bundle(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="no meta.json"):
+        load_bundle(tmp_path / "empty")
+    (tmp_path / "file.keras").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(BadInputError, match="not a FaceLab model bundle"):
+        load_bundle(tmp_path / "file.keras")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text(json.dumps({"hello": "world"}))
+    with pytest.raises(BadInputError, match="lacks format"):
+        load_bundle(foreign)
+    (foreign / "meta.json").write_text("{broken")
+    with pytest.raises(BadInputError, match="unreadable"):
+        load_bundle(foreign)
+
+    path = save_bundle(tmp_path / "m", _model(), META)
+    model_file = path / read_meta(path)["files"]["model"]
+    model_file.write_bytes(model_file.read_bytes()[:200])  # truncated
+    with pytest.raises(BadInputError, match="model"):
+        load_bundle(path)
+    meta = read_meta(path)
+    meta["files"]["model"] = "../../etc/passwd"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match="unsafe"):
+        load_bundle(path)
+    # a non-empty folder that is not a bundle is never overwritten
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="not empty"):
+        save_bundle(tmp_path / "docs", _model(), META)
+
+
+def test_safe_mode_refuses_lambda_layers(tmp_path):
+    import keras
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp))
+    path = save_bundle(tmp_path / "lam", model, META)
+    with pytest.raises(BadInputError, match="could not be loaded"):
+        load_bundle(path)
+
+
+def test_export_import_zip(tmp_path, faces):
+    model = _model()
+    path = save_bundle(tmp_path / "m", model, META, {"g": np.ones(3)})
+    data = export_bundle(path, tmp_path / "m.zip")
+    assert (tmp_path / "m.zip").read_bytes() == data
+    copy = import_bundle(data, tmp_path / "imported")
+    np.testing.assert_allclose(load_bundle(copy).model.predict_on_batch(faces), model.predict_on_batch(faces),
+                               rtol=1e-6)
+    import_bundle(tmp_path / "m.zip", copy)  # replacing a bundle with a bundle is fine
+    assert bundle_kind(copy) == "gru"
+
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("meta.json", json.dumps(read_meta(path)))
+        zf.writestr("../escape.keras", b"x")
+    with pytest.raises(BadInputError, match="flat"):
+        import_bundle(evil.getvalue(), tmp_path / "evil")
+    with pytest.raises(BadInputError, match="not a readable zip"):
+        import_bundle(b"hello", tmp_path / "evil")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_delete_refuses_non_bundles(tmp_path):
+    path = save_bundle(tmp_path / "m", _model(), META)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(BadInputError):
+        storage.delete_bundle(tmp_path / "other")
+    storage.delete_bundle(path)
+    assert not path.exists() and (tmp_path / "other").exists()
+
+
+def test_registry_kinds_and_errors(tmp_path):
+    assert MODEL_KINDS == ("gru", "cnn-gru", "ae-dense", "ae-conv", "ae-metric")
+    with pytest.raises(BadInputError, match="unknown model kind"):
+        bundle_kind(save_bundle(tmp_path / "x", _model(), {**META, "kind": "svm"}))
+    with pytest.raises(FaceLabError):
+        load_model(tmp_path / "nothing")
+    from facelab.training import TrainConfig
+
+    assert "epochs" in {f.name for f in config_fields(TrainConfig)}

@@ -1,0 +1,153 @@
+"""The shared training loop: learning, progress with ETA, stop requests, NaN, best weights, seeds, configs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from facelab.registry import config_fields, replace_config
+from facelab.training import StopRequest, TrainConfig, TrainingError, TrainingProgress, fit_keras, seed_everything
+
+
+def _tiny_model(people: int, seed: int = 0):
+    import keras
+
+    seed_everything(seed)
+    inp = keras.Input((64, 64), name="face")
+    x = keras.layers.Rescaling(2.0, -1.0)(keras.layers.Flatten()(inp))  # centred input keeps tanh units alive
+    x = keras.layers.Dense(64, activation="tanh", name="hidden")(x)
+    out = keras.layers.Dense(people, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module")
+def data(olivetti):
+    from facelab.data import split_dataset
+
+    split = split_dataset(olivetti, train_per_person=5, val_per_person=1, seed=0)
+    return split
+
+
+def _fit(model, split, **kw):
+    cfg = kw.pop("config", TrainConfig(epochs=8, batch_size=32, learning_rate=3e-3, augment=False))
+    return fit_keras(model, split.train.images, split.train.labels, config=cfg,
+                     validation=(split.val.images, split.val.labels), loss="sparse_categorical_crossentropy",
+                     metrics=["accuracy"], **kw)
+
+
+def test_learns_on_olivetti_and_reports_progress(data):
+    epochs, batches = [], []
+    model = _tiny_model(40)
+    result = _fit(model, data, on_epoch=epochs.append, on_batch=batches.append)
+    assert result.epochs_run == 8 and not result.stopped
+    assert set(result.history) >= {"loss", "val_loss", "accuracy", "val_accuracy", "lr", "seconds"}
+    assert result.history["accuracy"][-1] > 0.5  # chance is 1/40
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    # cosine schedule: the learning rate falls
+    assert result.history["lr"][-1] < result.history["lr"][0]
+    assert [p.epoch for p in epochs] == list(range(1, 9))
+    assert all(isinstance(p, TrainingProgress) for p in batches)
+    assert len(batches) == 8 * 5  # 160 faces / 32 per batch, no throttling
+    assert batches[0].eta_s is not None and batches[-1].eta_s == pytest.approx(0.0, abs=1e-6)
+    assert batches[-1].fraction == 1.0 and 0 < batches[0].fraction < 0.05
+    assert "loss" in batches[0].logs
+    # the model holds the best-validation weights
+    best = result.best_epoch
+    assert result.history["val_loss"][best - 1] == min(result.history["val_loss"])
+
+
+def test_batch_callbacks_are_throttled(data):
+    calls = []
+    _fit(_tiny_model(40), data, config=TrainConfig(epochs=2, augment=False), on_batch=calls.append,
+         batch_interval_s=60.0)
+    # first batch, then only the last batch of each epoch
+    assert len(calls) == 3
+
+
+def test_stop_request_ends_after_current_batch_and_keeps_weights(data):
+    stop = StopRequest()
+    seen = []
+
+    def on_batch(p: TrainingProgress) -> None:
+        seen.append((p.epoch, p.batch))
+        if p.epoch == 2 and p.batch == 2:
+            threading.Thread(target=stop.request).start()
+
+    model = _tiny_model(40)
+    result = _fit(model, data, on_batch=on_batch, stop=stop)
+    assert result.stopped
+    assert result.epochs_run <= 2
+    assert seen[-1][0] == 2 and seen[-1][1] <= 3
+    assert stop.requested
+    assert np.isfinite(model.predict_on_batch(data.test.images[:4])).all()
+
+
+def test_nan_loss_raises_clear_error(data):
+    images = data.train.images.copy()
+    images[0, 0, 0] = np.nan
+    import keras
+
+    model = _tiny_model(40)
+    with pytest.raises(TrainingError, match="NaN"):
+        fit_keras(model, images, data.train.labels, config=TrainConfig(epochs=3, augment=False),
+                  loss="sparse_categorical_crossentropy")
+    assert isinstance(model, keras.Model)
+
+
+def test_same_seed_same_result(data):
+    cfg = TrainConfig(epochs=2, augment=False, seed=3)
+    runs = []
+    for _ in range(2):
+        model = _tiny_model(40, seed=3)
+        _fit(model, data, config=cfg)
+        runs.append(model.predict_on_batch(data.test.images[:8]))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_transform_hook_and_dict_targets(data):
+    import keras
+
+    seen = []
+
+    def transform(xb, yb, rng):
+        seen.append(len(xb["face"]))
+        return {"face": xb["face"] + rng.normal(0, 0.01, xb["face"].shape).astype(np.float32)}, yb
+
+    seed_everything(0)
+    inp = keras.Input((64, 64), name="face")
+    h = keras.layers.Dense(8, name="h")(keras.layers.Flatten()(inp))
+    out = {"probs": keras.layers.Dense(40, activation="softmax", name="probs")(h),
+           "recon": keras.layers.Reshape((64, 64), name="recon")(keras.layers.Dense(4096)(h))}
+    model = keras.Model({"face": inp}, out)
+    x, y = {"face": data.train.images}, {"probs": data.train.labels, "recon": data.train.images}
+    result = fit_keras(model, x, y, config=TrainConfig(epochs=2, augment=False), transform=transform,
+                       loss={"probs": "sparse_categorical_crossentropy", "recon": "mse"},
+                       loss_weights={"probs": 1.0, "recon": 1.0},
+                       validation=({"face": data.val.images}, {"probs": data.val.labels, "recon": data.val.images}))
+    assert sum(seen) >= 2 * len(data.train.images)
+    assert "val_recon_loss" in result.history or "val_loss" in result.history
+
+
+def test_empty_data_and_bad_config():
+    with pytest.raises(TrainingError, match="empty"):
+        fit_keras(object(), np.zeros((0, 64, 64), np.float32), np.zeros(0), config=TrainConfig(),
+                  loss="mse")
+    with pytest.raises(TrainingError, match="lr_schedule"):
+        TrainConfig(lr_schedule="sometimes")
+
+
+def test_config_fields_and_replace():
+    fields = {f.name: f for f in config_fields(TrainConfig)}
+    assert fields["lr_schedule"].choices == ("constant", "cosine", "plateau")
+    assert fields["epochs"].type is int and fields["epochs"].min == 1
+    assert fields["augment"].type is bool and fields["learning_rate"].log
+    cfg = replace_config(TrainConfig(), epochs=5, lr_schedule="constant")
+    assert cfg.epochs == 5 and cfg.lr_schedule == "constant"
+    from facelab.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="unknown setting"):
+        replace_config(TrainConfig(), epoch=5)
+    with pytest.raises(BadInputError, match="outside"):
+        replace_config(TrainConfig(), epochs=0)
