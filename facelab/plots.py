@@ -81,9 +81,14 @@ def confusion_heatmap(confusion: Sequence[Sequence[float]] | np.ndarray, names: 
     return fig
 
 
-def per_person_bar(per_person: Mapping[str, float], title: str = "accuracy per person") -> go.Figure:
-    """A bar per person, lowest first, so the people the model confuses stand out."""
-    items = sorted(per_person.items(), key=lambda kv: kv[1])
+def per_person_bar(per_person: Mapping[str, float | Mapping[str, float]], title: str = "accuracy per person"
+                   ) -> go.Figure:
+    """A bar per person, lowest first, so the people the model confuses stand out.
+
+    Values are accuracies or dicts holding one under "accuracy" (as `evaluate()` reports them).
+    """
+    flat = {k: float(v["accuracy"] if isinstance(v, Mapping) else v) for k, v in per_person.items()}
+    items = sorted(flat.items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[k for k, _ in items], y=[float(v) for _, v in items], marker_color=PALETTE[0]))
     fig.update_layout(title=title, yaxis=dict(range=[0, 1.05], title="accuracy"), height=320, **_LAYOUT)
     return fig

@@ -9,8 +9,8 @@ still gets its model saved.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import math
 import os
 import re
 import tempfile
@@ -202,62 +202,63 @@ def device_label() -> str:
 
 # ------------------------------------------------------------------------------------- config forms
 def config_form(config: Any, key: str, skip: tuple[str, ...] = (), columns: int = 3) -> Any:
-    """A widget for every field of a frozen config dataclass (nested dataclasses too); returns the new config.
+    """A widget for every field of a frozen config dataclass (nested configs in an expander); the new config.
 
-    Field limits and help come from `facelab.registry.config_fields`. Widget keys are `key.field`, so
-    two forms never clash; `key` should change with the preset so that picking one resets the widgets.
+    Fields, limits and help come from `facelab.registry.config_fields`, values go back through
+    `replace_config` (which checks them). Widget keys are `key.field`; `key` should change with the
+    preset so that picking a preset resets the widgets to its values.
     """
-    from facelab.registry import config_fields
+    from facelab.registry import config_fields, replace_config
 
-    values: dict[str, Any] = {}
     fields = [f for f in config_fields(type(config)) if f.name not in skip]
-    cols = st.columns(columns)
-    nested = []
-    i = 0
+    groups: dict[tuple[str, ...], list] = {}
     for spec in fields:
-        current = getattr(config, spec.name)
-        if dataclasses.is_dataclass(current):
-            nested.append(spec)
-            continue
-        with cols[i % columns]:
-            values[spec.name] = _field_widget(spec, current, f"{key}.{spec.name}")
-        i += 1
-    for spec in nested:
-        current = getattr(config, spec.name)
-        with st.expander(spec.name.replace("_", " ").capitalize(), expanded=False):
-            values[spec.name] = config_form(current, f"{key}.{spec.name}", columns=columns)
-    return dataclasses.replace(config, **values)
+        groups.setdefault(spec.path[:-1], []).append(spec)
+    values: dict[str, Any] = {}
+    for prefix, specs in groups.items():
+        box = st.expander(" / ".join(p.replace("_", " ") for p in prefix).capitalize() + " settings",
+                          expanded=True) if prefix else st.container()
+        cols = box.columns(columns)
+        for i, spec in enumerate(specs):
+            current = config
+            for part in spec.path:
+                current = getattr(current, part)
+            with cols[i % columns]:
+                values[spec.name] = _field_widget(spec, current, f"{key}.{spec.name}")
+    try:
+        return replace_config(config, **values)
+    except FaceLabError as err:
+        show_error(err)
+        st.stop()
 
 
 def _field_widget(spec: Any, current: Any, key: str) -> Any:
+    """The widget for one `ConfigField`: select for choices, checkbox, slider (log scale if marked), text."""
     label = spec.name.replace("_", " ")
-    meta = dict(getattr(spec, "metadata", None) or {})
-    help_ = meta.get("help") or getattr(spec, "help", None)
-    choices = meta.get("choices") or getattr(spec, "choices", None)
-    lo = meta.get("min", getattr(spec, "min", None))
-    hi = meta.get("max", getattr(spec, "max", None))
-    if choices:
-        options = list(choices)
+    help_ = spec.help or None
+    lo, hi = spec.min, spec.max
+    if spec.choices:
+        options = list(spec.choices)
         index = options.index(current) if current in options else 0
         return st.selectbox(label, options, index=index, key=key, help=help_)
-    if isinstance(current, bool):
-        return st.checkbox(label, value=current, key=key, help=help_)
-    if isinstance(current, int):
+    if spec.type is bool or isinstance(current, bool):
+        return st.checkbox(label, value=bool(current), key=key, help=help_)
+    if spec.type is int:
         if lo is not None and hi is not None and hi - lo <= 512:
             return int(st.slider(label, int(lo), int(hi), int(current), key=key, help=help_))
         return int(st.number_input(label, min_value=None if lo is None else int(lo),
                                    max_value=None if hi is None else int(hi), value=int(current), step=1,
                                    key=key, help=help_))
-    if isinstance(current, float):
-        if meta.get("log") or getattr(spec, "log", False):
-            # Learning rates and the like: a slider over powers of ten reads better than a linear one.
-            return float(st.select_slider(label, options=_log_steps(lo or current / 100, hi or current * 100, current),
-                                          value=current, key=key, help=help_, format_func=lambda v: f"{v:g}"))
+    if spec.type is float:
+        if spec.log and lo and hi:
+            # Learning rates and the like: steps of 1-2-5 per decade read better than a linear slider.
+            return float(st.select_slider(label, options=_log_steps(float(lo), float(hi), float(current)),
+                                          value=float(current), key=key, help=help_, format_func=lambda v: f"{v:g}"))
         if lo is not None and hi is not None:
-            step = _step(float(lo), float(hi))
-            return float(st.slider(label, float(lo), float(hi), float(current), step=step, key=key, help=help_))
+            return float(st.slider(label, float(lo), float(hi), float(current), step=_step(float(lo), float(hi)),
+                                   key=key, help=help_))
         return float(st.number_input(label, value=float(current), key=key, help=help_, format="%g"))
-    if isinstance(current, tuple):
+    if spec.type is tuple or isinstance(current, tuple):
         text = st.text_input(label, ", ".join(str(v) for v in current), key=key, help=help_)
         kind = type(current[0]) if current else int
         try:
@@ -265,7 +266,7 @@ def _field_widget(spec: Any, current: Any, key: str) -> Any:
         except ValueError:
             st.warning(f"{label}: expected comma-separated {kind.__name__} values; kept {current}")
             return current
-    return st.text_input(label, str(current), key=key, help=help_)
+    return st.text_input(label, "" if current is None else str(current), key=key, help=help_)
 
 
 def _log_steps(lo: float, hi: float, current: float) -> list[float]:
@@ -274,8 +275,8 @@ def _log_steps(lo: float, hi: float, current: float) -> list[float]:
 
 
 def _step(lo: float, hi: float) -> float:
-    span = hi - lo
-    return 0.01 if span <= 1 else 0.1 if span <= 10 else 1.0
+    """About a hundred steps over the range, rounded to a power of ten."""
+    return 10.0 ** math.floor(math.log10(max(hi - lo, 1e-9) / 100))
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -366,6 +367,26 @@ def collect(job: TrainingJob) -> None:
         add_model(job.name, job.model, job.path)
 
 
+def split_form(ds: Any, key: str) -> Callable[[], Any]:
+    """Sliders for the per-person split (K training faces, of which some validate; the rest test).
+
+    Returns a function that makes the `DataSplit` when called (when Train is pressed).
+    """
+    from facelab.data import split_dataset
+
+    if ds.usage is not None:
+        st.caption("This source fixes its own train / validation / test split; it is kept.")
+        return lambda: split_dataset(ds)
+    fewest = min(ds.counts().values())
+    cols = st.columns(3)
+    k = cols[0].slider("training faces per person (K)", 1, max(1, fewest - 1), min(5, max(1, fewest - 1)),
+                       key=f"{key}.k", help="the rest of each person's faces are the test set")
+    val = cols[1].slider("of which for validation", 0, max(0, k - 1), min(1, k - 1), key=f"{key}.val",
+                         help="validation faces choose the best epoch; test faces are only for reporting")
+    seed = cols[2].number_input("split seed", 0, 10_000, 0, key=f"{key}.seed")
+    return lambda: split_dataset(ds, train_per_person=k, val_per_person=val, seed=int(seed))
+
+
 def collect_finished() -> None:
     """Collect every finished job, so a model trained while the user was on another page shows up."""
     for job in list(jobs().values()):
@@ -391,7 +412,8 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
     """
     job = jobs().get(page)
     busy = job is not None and job.running
-    name = st.text_input("Model name", unique_name(default_name), key=f"{page}.name", disabled=busy,
+    name = st.text_input("Model name", unique_name(default_name), key=f"{page}.name.{default_name}",
+                         disabled=busy,
                          help="the bundle is saved under this name in the model folder (sidebar)")
     if st.button("Train", key=f"{page}.train", type="primary", disabled=busy, icon=":material/play_arrow:"):
         try:

@@ -1,5 +1,61 @@
-"""identify (to come)."""
+"""Identify: upload photos; every face is boxed and named (or "unknown") by the chosen model."""
 
+import math
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-st.title("identify")
+from facelab import plots, ui
+from facelab.errors import FaceLabError
+from facelab.images import read_image
+from facelab.preprocess import FaceDetector, extract_faces
+
+st.title("Identify")
+candidates = ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
+name, model = ui.pick_model("Model that answers", candidates, key="identify.model")
+kind = "autoencoder gallery (nearest codes)" if ui.is_autoencoder(model) else "GRU classifier (softmax)"
+st.caption(f"{name}: {kind}, {len(model.names_)} people.")
+
+try:
+    default = model.recognizer()
+except FaceLabError as err:
+    ui.show_error(err)
+    st.stop()
+if ui.is_classifier(model):
+    threshold = st.slider("Minimum probability to name a face", 0.0, 1.0, float(default.threshold), 0.01,
+                          key=f"identify.threshold.{name}", help="below it the face is answered \"unknown\"")
+else:
+    # A gallery threshold is a distance: faces farther than it from everyone are "unknown".
+    top = 2.0 if getattr(default, "metric", "cosine") == "cosine" else 50.0
+    start = float(default.threshold) if math.isfinite(default.threshold) else top
+    threshold = st.slider("Maximum code distance to name a face", 0.0, top, min(start, top), top / 200,
+                          key=f"identify.threshold.{name}", help="calibrated on validation faces when trained; "
+                          "farther faces are answered \"unknown\"")
+recognizer = model.recognizer(threshold)
+
+photos = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
+                          accept_multiple_files=True, key="identify.photos")
+detector = FaceDetector()
+for photo in photos or []:
+    st.markdown(f"**{photo.name}**")
+    try:
+        img = read_image(photo.getvalue(), name=photo.name)
+        found = extract_faces(img, detector)
+        if not found:
+            st.warning(f"{photo.name}: no face found. Faces need to be frontal and at least 40 pixels wide.")
+            continue
+        answers = recognizer.identify(np.stack([f.face for f in found]))
+    except FaceLabError as err:
+        ui.show_error(err)
+        continue
+    labels = [f"{i + 1}: {a.name} {a.confidence:.2f}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
+    colors = ["#16a34a" if a.known else "#dc2626" for a in answers]
+    left, right = st.columns([3, 2])
+    left.plotly_chart(plots.photo_with_boxes(img, [f.box for f in found], labels, colors),
+                      key=f"identify.photo.{photo.file_id}")
+    with right:
+        for i, answer in enumerate(answers):
+            st.markdown(f"Face {i + 1}: **{answer.name}** ({answer.confidence:.2f})")
+            st.dataframe(pd.DataFrame(answer.top[:3], columns=["person", "score"]), hide_index=True,
+                         key=f"identify.top.{photo.file_id}.{i}")

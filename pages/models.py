@@ -1,5 +1,83 @@
-"""models (to come)."""
+"""Models: bundles in the model folder (load, delete, download), upload a bundle, save session models."""
 
+import pandas as pd
 import streamlit as st
 
-st.title("models")
+from facelab import registry, storage, ui
+from facelab.errors import FaceLabError
+
+st.title("Models")
+folder = ui.model_dir()
+st.caption(f"Model folder: `{folder}` (change it in the sidebar). Every finished training is saved here.")
+
+
+def _metric(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    return round(float(value), 4) if isinstance(value, (int, float)) else None
+
+
+st.subheader("Saved bundles")
+bundles = storage.list_bundles(folder)
+if not bundles:
+    st.info("No bundles in this folder yet. Train a model, or upload an exported bundle below.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "name": b["name"], "kind": b["kind"], "created": b["created"][:19].replace("T", " "), "people": b["people"],
+        "accuracy": _metric(b["metrics"], "accuracy"), "top-5": _metric(b["metrics"], "top5"),
+        "PSNR (dB)": _metric(b["metrics"], "recon_psnr"), "data": b["data_source"],
+    } for b in bundles]), hide_index=True)
+    by_name = {b["name"]: b for b in bundles}
+    chosen = st.selectbox("Bundle", list(by_name), key="models.bundle")
+    path = by_name[chosen]["path"]
+    cols = st.columns(3)
+    if cols[0].button("Load into the session", key="models.load", icon=":material/upload:"):
+        try:
+            with st.spinner(f"Loading {chosen} (safe mode)..."):
+                ui.add_model(chosen, registry.load_model(path), path)
+            st.success(f"Loaded {chosen}; it is now the active model.")
+        except FaceLabError as err:
+            ui.show_error(err)
+    if cols[1].button("Delete", key="models.delete", icon=":material/delete:"):
+        try:
+            storage.delete_bundle(path)
+            st.rerun()
+        except FaceLabError as err:
+            ui.show_error(err)
+    try:
+        cols[2].download_button("Download as a file", storage.export_bundle(path), file_name=f"{chosen}.facelab.zip",
+                                mime="application/zip", key="models.download", icon=":material/download:")
+    except FaceLabError as err:
+        ui.show_error(err)
+
+st.subheader("Upload a bundle")
+upload = st.file_uploader("An exported bundle (.zip from Download)", type=["zip"], key="models.upload")
+if upload is not None and st.button("Import and load", key="models.import"):
+    name = ui.unique_name(upload.name.removesuffix(".zip").removesuffix(".facelab"))
+    try:
+        dest = storage.import_bundle(upload.getvalue(), folder / name, name=upload.name)
+        try:
+            model = registry.load_model(dest)
+        except FaceLabError:
+            storage.delete_bundle(dest)  # checked metadata but an unusable model: do not keep it
+            raise
+        ui.add_model(name, model, dest)
+        st.success(f"Imported {upload.name} as {name} and loaded it.")
+    except FaceLabError as err:
+        ui.show_error(err)
+
+st.subheader("In this session")
+session = ui.models()
+if not session:
+    st.caption("No models in this session yet.")
+else:
+    paths = ui.model_paths()
+    st.dataframe(pd.DataFrame([{"name": n, "kind": m.kind, "accuracy": _metric(m.metrics_, "accuracy"),
+                                "saved as": str(paths.get(n, ""))} for n, m in session.items()]), hide_index=True)
+    name = st.selectbox("Session model", list(session), key="models.session_model")
+    if st.button("Save to the model folder", key="models.save", icon=":material/save:"):
+        try:
+            path = session[name].save(folder / name)
+            ui.model_paths()[name] = path
+            st.success(f"Saved {name} to {path}.")
+        except FaceLabError as err:
+            ui.show_error(err)

@@ -1,5 +1,25 @@
-"""train_autoencoder (to come)."""
+"""Train autoencoder: a preset, a widget for every config field, training with live curves."""
 
 import streamlit as st
 
-st.title("train_autoencoder")
+from facelab import registry, ui
+
+st.title("Train an autoencoder")
+ds = ui.require_dataset()
+st.caption(f"Data: {ds.source} · {ds.n_people} people · {len(ds.images)} faces. The code in the bottleneck is "
+           "the face embedding; people are named by their nearest codes in a gallery of the training faces.")
+
+PRESETS = {"ae-dense": "Seed network (dense, 64-number code, as in the seed)",
+           "ae-conv": "Convolutional", "ae-metric": "Convolutional + metric-learning term (recommended)"}
+kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key="ae.preset")
+st.caption(registry.KIND_LABELS[kind])
+
+with st.spinner("Loading the model code (Keras)..."):
+    preset = registry.config_for(kind)
+st.subheader("Settings")
+config = ui.config_form(preset, key=f"ae.{kind}")
+st.subheader("Split")
+make_split = ui.split_form(ds, key="ae.split")
+
+st.subheader("Training")
+ui.training_panel("autoencoder", lambda: registry.create_model(config), make_split, default_name=kind)

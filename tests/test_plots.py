@@ -107,3 +107,5 @@ def test_photo_with_boxes(olivetti):
 def test_per_person_bar_sorted():
     fig = plots.per_person_bar({"a": 1.0, "b": 0.5, "c": 0.75})
     assert list(fig.data[0].x) == ["b", "c", "a"]
+    nested = plots.per_person_bar({"a": {"accuracy": 0.2, "faces": 5}, "b": {"accuracy": 0.9, "faces": 5}})
+    assert list(nested.data[0].y) == [0.2, 0.9]
