@@ -1,0 +1,330 @@
+"""Enrolment: collect checked face crops of a new person and add them to a model, without retraining.
+
+Crops come from webcam frames (`FaceCapture`, fed by the live pipeline in the video thread) or from
+uploaded photos (`crops_from_photos`). `add_person` / `remove_person` return a NEW model object whose
+gallery has the change, so a stream still identifying with the old one is never disturbed; the page
+swaps the new one in and saves it. `FineTuneJob` retrains a GRU classifier on the enlarged set in a
+background thread and hands back another new model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab import FACE_SIZE
+from facelab.data import DataSplit, FaceDataset
+from facelab.errors import BadInputError, FaceLabError
+from facelab.images import read_image
+from facelab.live import align_box  # live imports this module for type hints only: no cycle
+from facelab.preprocess import Box, FaceDetector, to_grey
+from facelab.recognition import UNKNOWN
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 40
+
+
+@dataclass(frozen=True)
+class EnrolConfig:
+    """What a usable enrolment crop is and how many to collect."""
+
+    n_faces: int = 10  # crops to collect from the webcam
+    min_faces: int = 3  # fewest crops a person may be added with
+    min_face: int = 80  # smallest face side in pixels: smaller crops are blurry after resizing to 64
+    every: int = 3  # keep every n-th good frame, so the crops are not ten copies of one pose
+    face_size: int = FACE_SIZE
+    align_side: int = 144
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One candidate crop: where it came from, the face if accepted, or why it was refused."""
+
+    source: str
+    face: np.ndarray | None  # (S, S) float32 in [0, 1]
+    box: Box | None
+    reason: str | None = None  # None when accepted
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def check_boxes(boxes: list[Box], frame_shape: tuple[int, int], config: EnrolConfig) -> str | None:
+    """Why the faces of one frame or photo cannot be used for enrolment, or None when they can."""
+    if not boxes:
+        return "no face found"
+    if len(boxes) > 1:
+        return f"{len(boxes)} faces found; one person at a time"
+    box = boxes[0]
+    if min(box.w, box.h) < config.min_face:
+        return f"face too small ({min(box.w, box.h)} px; at least {config.min_face} px): come closer"
+    height, width = frame_shape[:2]
+    if box.x <= 0 or box.y <= 0 or box.x + box.w >= width or box.y + box.h >= height:
+        return "face cut by the edge of the picture"
+    return None
+
+
+def check_name(name: str, existing: list[str] | tuple[str, ...] = ()) -> str:
+    """A cleaned person name, or a `BadInputError` saying what is wrong with it."""
+    clean = " ".join(str(name).split())
+    if not clean:
+        raise BadInputError("enter a name for the new person")
+    if len(clean) > MAX_NAME_LENGTH:
+        raise BadInputError(f"name {clean[:20]!r}... is {len(clean)} characters; at most {MAX_NAME_LENGTH}")
+    if clean.lower() == UNKNOWN:
+        raise BadInputError(f"{clean!r} is reserved for faces nobody knows; choose another name")
+    return clean
+
+
+class FaceCapture:
+    """Collects enrolment crops from live frames; thread-safe (fed by the video thread, read by the page)."""
+
+    def __init__(self, config: EnrolConfig | None = None) -> None:
+        self.config = config or EnrolConfig()
+        self._lock = threading.Lock()
+        self._faces: list[np.ndarray] = []
+        self._boxes: list[Box] = []
+        self._good = 0
+        self._frames = 0
+        self._refused: Counter[str] = Counter()
+
+    def offer(self, boxes: list[Box], faces: np.ndarray, frame_shape: tuple[int, ...]) -> bool:
+        """Consider one frame's detected boxes and aligned faces; True when a crop was kept."""
+        with self._lock:
+            if len(self._faces) >= self.config.n_faces:
+                return False
+            self._frames += 1
+            reason = check_boxes(list(boxes), frame_shape, self.config)
+            if reason is not None:
+                self._refused[reason.split(" (")[0]] += 1
+                return False
+            keep = self._good % self.config.every == 0
+            self._good += 1
+            if keep:
+                self._faces.append(np.array(faces[0], np.float32))
+                self._boxes.append(boxes[0])
+            return keep
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return len(self._faces) >= self.config.n_faces
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._faces)
+
+    def faces(self) -> np.ndarray:
+        """The kept crops, (N, S, S) float32."""
+        with self._lock:
+            size = self.config.face_size
+            return np.stack(self._faces) if self._faces else np.zeros((0, size, size), np.float32)
+
+    def crops(self) -> list[Crop]:
+        with self._lock:
+            return [Crop(f"frame {i + 1}", f, b) for i, (f, b) in enumerate(zip(self._faces, self._boxes))]
+
+    def refused(self) -> dict[str, int]:
+        """Frames not used, by reason (e.g. {"no face found": 12})."""
+        with self._lock:
+            return dict(self._refused)
+
+    def frames(self) -> int:
+        with self._lock:
+            return self._frames
+
+
+def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config: EnrolConfig | None = None) -> Crop:
+    """The one face of a photo or frame, aligned, or the reason it cannot be used."""
+    cfg = config or EnrolConfig()
+    boxes = detector.detect(img_bgr)
+    reason = check_boxes(boxes, img_bgr.shape[:2], cfg)
+    if reason is not None:
+        return Crop(source, None, boxes[0] if len(boxes) == 1 else None, f"{source}: {reason}")
+    face = align_box(to_grey(img_bgr), boxes[0], detector, cfg.face_size, cfg.align_side)
+    return Crop(source, face, boxes[0])
+
+
+def crops_from_photos(photos: list[tuple[str, bytes | np.ndarray]], config: EnrolConfig | None = None,
+                      detector: FaceDetector | None = None) -> list[Crop]:
+    """One `Crop` per (name, file bytes or img_bgr): accepted, or refused with the file and the reason."""
+    cfg = config or EnrolConfig()
+    detector = detector or FaceDetector(min_face=min(40, cfg.min_face), detect_width=640)
+    out = []
+    for name, data in photos:
+        try:
+            img = data if isinstance(data, np.ndarray) else read_image(data, name)
+        except BadInputError as err:
+            out.append(Crop(name, None, None, str(err)))
+            continue
+        out.append(crop_image(img, name, detector, cfg))
+    return out
+
+
+# ------------------------------------------------------------------------------------- galleries
+
+
+def _gallery_of(model: Any) -> Any:
+    gallery = getattr(model, "gallery_", None)
+    if gallery is None:
+        raise FaceLabError(
+            f"{getattr(model, 'kind', type(model).__name__)} models have no gallery: people are added to an "
+            "autoencoder model (ae-dense, ae-conv, ae-metric), or a classifier is fine-tuned with them"
+        )
+    return gallery
+
+
+def copy_gallery(gallery: Any) -> Any:
+    """An independent copy of a gallery sharing its embedding function (the model is not copied)."""
+    embed = getattr(gallery, "embed", None)
+    memo: dict[int, Any] = {}
+    if embed is not None:
+        memo[id(embed)] = embed
+        owner = getattr(embed, "__self__", None)
+        if owner is not None:  # a bound method: copy the gallery's arrays, never the Keras model behind it
+            memo[id(owner)] = owner
+    return copy.deepcopy(gallery, memo)
+
+
+def add_person(model: Any, name: str, faces: np.ndarray, config: EnrolConfig | None = None) -> Any:
+    """A new model object whose gallery also knows `name` from (N, S, S) faces; `model` is unchanged."""
+    cfg = config or EnrolConfig()
+    gallery = _gallery_of(model)
+    clean = check_name(name)
+    faces = np.asarray(faces, np.float32)
+    if faces.ndim != 3 or len(faces) < cfg.min_faces:
+        raise BadInputError(f"{clean}: {len(faces)} usable face(s); at least {cfg.min_faces} are needed")
+    new_gallery = copy_gallery(gallery)
+    new_gallery.enrol(clean, faces)
+    return _with_gallery(model, new_gallery)
+
+
+def remove_person(model: Any, name: str) -> Any:
+    """A new model object whose gallery no longer knows `name`; `model` is unchanged."""
+    gallery = _gallery_of(model)
+    if name not in list(gallery.names):
+        raise BadInputError(f"{name!r} is not in this model's gallery")
+    new_gallery = copy_gallery(gallery)
+    new_gallery.remove(name)
+    return _with_gallery(model, new_gallery)
+
+
+def _with_gallery(model: Any, gallery: Any) -> Any:
+    new = copy.copy(model)  # shares the (read-only at inference) Keras model; only the gallery differs
+    new.gallery_ = gallery
+    names = list(gallery.names)
+    if hasattr(new, "names_"):
+        new.names_ = names
+    return new
+
+
+def save_model(model: Any, path: str | Path) -> Path:
+    """Save the model bundle (with its gallery) through the model's own atomic `save`."""
+    return Path(model.save(path))
+
+
+# ------------------------------------------------------------------------------------- fine-tuning
+
+
+def enlarged_split(split: DataSplit, name: str, faces: np.ndarray, val_share: float = 0.2) -> DataSplit:
+    """`split` plus a person: most of `faces` join train, some join val (when val is used); test is unchanged."""
+    clean = check_name(name)
+    faces = np.asarray(faces, np.float32)
+    names = list(split.train.names)
+    if clean in names:
+        label = names.index(clean)
+    else:
+        label = len(names)
+        names.append(clean)
+    n_val = int(round(len(faces) * val_share)) if len(split.val.images) else 0
+    n_val = min(n_val, max(len(faces) - 1, 0))
+
+    def grow(part: FaceDataset, extra: np.ndarray) -> FaceDataset:
+        images = np.concatenate([part.images, extra]) if len(extra) else part.images
+        labels = np.concatenate([part.labels, np.full(len(extra), label, np.int64)]) if len(extra) else part.labels
+        return replace(part, images=images, labels=labels, names=names, usage=None, paths=None, skipped=[])
+
+    train = grow(split.train, faces[n_val:])
+    val = grow(split.val, faces[:n_val])
+    test = replace(split.test, names=names)
+    return DataSplit(train, val, test)
+
+
+@dataclass(frozen=True)
+class FineTuneStatus:
+    """Where a background fine-tune is: running, done (with `model`) or failed (with `error`)."""
+
+    running: bool
+    epoch: int
+    epochs: int
+    elapsed_s: float
+    error: str | None = None
+
+
+class FineTuneJob:
+    """Trains a new classifier on an enlarged split in a thread; the page polls and swaps in `result`."""
+
+    def __init__(self, make_model: Callable[[], Any], split: DataSplit) -> None:
+        self._make_model = make_model
+        self._split = split
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._epochs = 0
+        self._result: Any = None
+        self._error: str | None = None
+        self._start = 0.0
+        self._thread: threading.Thread | None = None
+        from facelab.training import StopRequest
+
+        self.stop = StopRequest()
+
+    def start(self) -> FineTuneJob:
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="facelab-finetune", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            model = self._make_model()
+            model.fit(self._split, on_epoch=self._on_epoch, stop=self.stop)
+            with self._lock:
+                self._result = model
+        except FaceLabError as err:
+            with self._lock:
+                self._error = str(err)
+        except Exception as err:  # the page shows the message; the stream keeps its old model
+            log.exception("fine-tune failed")
+            with self._lock:
+                self._error = f"fine-tuning failed: {err}"
+
+    def _on_epoch(self, progress: Any) -> None:
+        with self._lock:
+            self._epoch, self._epochs = int(progress.epoch), int(progress.epochs)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def result(self) -> Any:
+        """The new model once training has finished, else None."""
+        with self._lock:
+            return self._result
+
+    def status(self) -> FineTuneStatus:
+        running = self._thread is not None and self._thread.is_alive()
+        with self._lock:
+            return FineTuneStatus(running, self._epoch, self._epochs, time.monotonic() - self._start, self._error)

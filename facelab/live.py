@@ -1,0 +1,356 @@
+"""The live frame pipeline: detect, align, identify, draw, for one video stream. No Streamlit here.
+
+`LiveRecognizer.process(img_bgr)` is a pure frame -> frame function (plus a `FrameResult`), so it is
+tested on arrays; `LiveRecognizer.recv` adapts it to streamlit-webrtc's `video_frame_callback`, which
+runs in a worker thread. Results reach the page through `LiveRecognizer.results`, a bounded queue,
+and the recogniser sits behind a lock so the page can swap model or threshold while streaming.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from facelab import FACE_SIZE
+from facelab.preprocess import Box, FaceDetector, align_face, to_grey
+from facelab.recognition import UNKNOWN, Identification, Recognizer
+
+if TYPE_CHECKING:  # av comes with streamlit-webrtc; only the webcam path needs it
+    import av
+
+    from facelab.enrol import FaceCapture
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "align", "identify", "draw")
+
+_KNOWN_BGR = (80, 200, 60)
+_UNKNOWN_BGR = (40, 60, 230)
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """How each frame is processed."""
+
+    detect_width: int | None = 320  # detect on a copy this wide: ~4x fewer pixels than 640x480
+    min_face: int = 40  # smallest face side, in pixels of the full frame
+    face_size: int = FACE_SIZE  # model input side
+    align_eyes: bool = True  # level the eyes (costs an eye search per face)
+    align_side: int = 144  # faces are shrunk to about this side before the eye search: 2-4x quicker on big faces
+    max_faces: int = 8  # the largest faces only: bounds the per-frame cost in a crowd
+    fps_window: int = 30  # frames over which frames per second are measured
+    queue_size: int = 8  # results kept for the page; the oldest is dropped when it is full
+    draw: bool = True
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face in one frame: where it is and who it is."""
+
+    box: Box
+    name: str
+    confidence: float
+    known: bool
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    def as_row(self) -> dict[str, Any]:
+        """A table row for the page."""
+        return {"name": self.name, "confidence": round(self.confidence, 3), "known": self.known,
+                "x": self.box.x, "y": self.box.y, "w": self.box.w, "h": self.box.h}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What one frame held, how long each stage took (ms) and the stream's frame rate."""
+
+    index: int
+    faces: list[FaceResult]
+    timings_ms: dict[str, float]
+    fps: float
+    model: str = ""
+    shape: tuple[int, int] = (0, 0)  # frame (height, width)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.faces]
+
+    @property
+    def latency_ms(self) -> float:
+        return float(sum(self.timings_ms.get(s, 0.0) for s in STAGES))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [f.as_row() for f in self.faces]
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """Counts over the whole stream: frames, frames with a face, frames in which each name was seen."""
+
+    frames: int
+    frames_with_faces: int
+    seen: dict[str, int]
+    mean_latency_ms: float
+
+    def share(self, name: str) -> float:
+        """Share of all frames in which `name` was seen."""
+        return self.seen.get(name, 0) / self.frames if self.frames else 0.0
+
+
+class LiveRecognizer:
+    """Per-stream frame processor: its own detector, a locked recogniser, a results queue.
+
+    Make one per stream (OpenCV cascades must not be shared between threads). The page may call
+    `set_recognizer` / `set_threshold` from its thread while `process` runs in the video thread.
+    """
+
+    def __init__(self, recognizer: Recognizer | None = None, config: LiveConfig | None = None,
+                 detector: FaceDetector | None = None, model_name: str = "") -> None:
+        self.config = config or LiveConfig()
+        self.detector = detector or FaceDetector(min_face=self.config.min_face, detect_width=self.config.detect_width)
+        self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=self.config.queue_size)
+        self._lock = threading.Lock()
+        self._recognizer = recognizer
+        self._model_name = model_name
+        self._capture: FaceCapture | None = None
+        self._times: deque[float] = deque(maxlen=self.config.fps_window)
+        self._index = 0
+        self._seen: Counter[str] = Counter()
+        self._with_faces = 0
+        self._latency_sum = 0.0
+        self._last: FrameResult | None = None
+
+    # -- called from the page's thread -------------------------------------------------------------
+
+    @property
+    def recognizer(self) -> Recognizer | None:
+        with self._lock:
+            return self._recognizer
+
+    @property
+    def model_name(self) -> str:
+        with self._lock:
+            return self._model_name
+
+    def set_recognizer(self, recognizer: Recognizer | None, model_name: str = "") -> None:
+        """Swap the recogniser (a new object; the old one is never changed, a frame may still use it)."""
+        with self._lock:
+            self._recognizer = recognizer
+            self._model_name = model_name
+
+    def set_threshold(self, threshold: float) -> None:
+        """Use another unknown-threshold: swaps in a shallow copy, so a recogniser shared elsewhere is untouched."""
+        with self._lock:
+            if self._recognizer is None or self._recognizer.threshold == threshold:
+                return
+            changed = copy.copy(self._recognizer)
+            changed.threshold = float(threshold)
+            self._recognizer = changed
+
+    def start_capture(self, capture: FaceCapture | None) -> None:
+        """Feed the faces of the coming frames into an enrolment capture (None stops it)."""
+        with self._lock:
+            self._capture = capture
+
+    @property
+    def capture(self) -> FaceCapture | None:
+        with self._lock:
+            return self._capture
+
+    def last_result(self) -> FrameResult | None:
+        with self._lock:
+            return self._last
+
+    def stats(self) -> StreamStats:
+        with self._lock:
+            frames = self._index
+            return StreamStats(frames, self._with_faces, dict(self._seen),
+                               self._latency_sum / frames if frames else 0.0)
+
+    def drain(self) -> FrameResult | None:
+        """The newest queued result (older ones are discarded), or None when the queue is empty."""
+        newest = None
+        while True:
+            try:
+                newest = self.results.get_nowait()
+            except queue.Empty:
+                return newest
+
+    # -- called from the video thread --------------------------------------------------------------
+
+    def process(self, img_bgr: np.ndarray, decode_ms: float = 0.0) -> tuple[np.ndarray, FrameResult]:
+        """Detect, align, identify and draw every face in a uint8 (H, W, 3) BGR frame.
+
+        Returns the annotated copy and the frame's `FrameResult` (also put on `results`).
+        """
+        cfg = self.config
+        timings = {"decode": decode_ms}
+        t0 = time.perf_counter()
+        grey = to_grey(img_bgr)
+        boxes = self.detector.detect(grey)[: cfg.max_faces]
+        t1 = time.perf_counter()
+        timings["detect"] = (t1 - t0) * 1e3
+
+        faces = np.zeros((len(boxes), cfg.face_size, cfg.face_size), np.float32)
+        for i, box in enumerate(boxes):
+            faces[i] = align_box(grey, box, self.detector if cfg.align_eyes else None, cfg.face_size, cfg.align_side)
+        t2 = time.perf_counter()
+        timings["align"] = (t2 - t1) * 1e3
+
+        # The lock covers only the model call: a swap waits at most one identify, never a whole frame.
+        with self._lock:
+            recognizer, model_name, capture = self._recognizer, self._model_name, self._capture
+            ids = _identify(recognizer, faces)
+        t3 = time.perf_counter()
+        timings["identify"] = (t3 - t2) * 1e3
+        if capture is not None:
+            capture.offer(boxes, faces, img_bgr.shape[:2])
+
+        found = [FaceResult(box, i.name, float(i.confidence), bool(i.known), list(i.top)) for box, i in zip(boxes, ids)]
+        fps = self._tick(t0)
+        out = img_bgr
+        if cfg.draw:
+            out = img_bgr.copy()
+            draw_faces(out, found)
+        t4 = time.perf_counter()
+        timings["draw"] = (t4 - t3) * 1e3
+        total = sum(timings.values())
+        if cfg.draw:
+            # The overlay shows this frame's latency up to drawing; drawing the text itself is ~0.05 ms.
+            draw_overlay(out, fps, total, model_name)
+
+        with self._lock:
+            result = FrameResult(self._index, found, timings, fps, model_name, tuple(img_bgr.shape[:2]))
+            self._index += 1
+            self._with_faces += bool(found)
+            self._seen.update({f.name for f in found})
+            self._latency_sum += total
+            self._last = result
+        self._put(result)
+        return out, result
+
+    def recv(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """streamlit-webrtc `video_frame_callback`: a WebRTC frame in, the annotated frame out."""
+        import av
+
+        t0 = time.perf_counter()
+        img_bgr = frame.to_ndarray(format="bgr24")
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        try:
+            out, _ = self.process(img_bgr, decode_ms)
+        except Exception:  # a failing model must not kill the stream; the frame goes back unannotated
+            log.exception("live frame %d failed", self._index)
+            out = img_bgr
+        return av.VideoFrame.from_ndarray(out, format="bgr24")
+
+    def _tick(self, now: float) -> float:
+        self._times.append(now)
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def _put(self, result: FrameResult) -> None:
+        # The page may read slower than frames come: keep the newest, drop the oldest.
+        while True:
+            try:
+                self.results.put_nowait(result)
+                return
+            except queue.Full:
+                try:
+                    self.results.get_nowait()
+                except queue.Empty:
+                    pass
+
+
+def _identify(recognizer: Recognizer | None, faces: np.ndarray) -> list[Identification]:
+    if len(faces) == 0:
+        return []
+    if recognizer is None:
+        return [Identification(UNKNOWN, 0.0, False)] * len(faces)
+    return list(recognizer.identify(faces))
+
+
+def identify_image(img_bgr: np.ndarray, recognizer: Recognizer | None, config: LiveConfig | None = None,
+                   detector: FaceDetector | None = None) -> tuple[np.ndarray, FrameResult]:
+    """One photo (the snapshot mode): the annotated copy and what was found."""
+    cfg = config or LiveConfig(detect_width=640)
+    return LiveRecognizer(recognizer, cfg, detector).process(img_bgr)
+
+
+def align_box(grey: np.ndarray, box: Box, detector: FaceDetector | None = None, size: int = FACE_SIZE,
+              side: int = 144) -> np.ndarray:
+    """`align_face` on a region around the box shrunk so the box is about `side` px: the (size, size) face.
+
+    The eye search dominates alignment and grows with the face's area; a face filling the webcam
+    frame costs 4x more than one at this side and gives the same 64x64 crop.
+    """
+    factor = min(1.0, side / max(box.w, 1))
+    if factor >= 1.0:
+        return align_face(grey, box, detector, size)[0]
+    # A margin of half the side keeps the rotated crop inside the region (the crop is 0.81 of the side).
+    margin = box.w // 2
+    x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
+    x1, y1 = min(grey.shape[1], box.x + box.w + margin), min(grey.shape[0], box.y + box.h + margin)
+    region = cv2.resize(grey[y0:y1, x0:x1], None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    small = Box(round((box.x - x0) * factor), round((box.y - y0) * factor), round(box.w * factor),
+                round(box.h * factor))
+    return align_face(region, small, detector, size)[0]
+
+
+def label_text(face: FaceResult) -> str:
+    """The caption drawn on a box: name and confidence in percent."""
+    return f"{face.name} {face.confidence * 100:.0f}%"
+
+
+def draw_faces(img_bgr: np.ndarray, faces: list[FaceResult]) -> None:
+    """Draw a box with name and confidence for every face, in place."""
+    height = img_bgr.shape[0]
+    scale = max(0.4, min(1.0, height / 600))
+    for face in faces:
+        b = face.box
+        colour = _KNOWN_BGR if face.known else _UNKNOWN_BGR
+        cv2.rectangle(img_bgr, (b.x, b.y), (b.x + b.w, b.y + b.h), colour, 2)
+        text = label_text(face)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = b.y - th - base - 4 if b.y - th - base - 4 >= 0 else b.y + b.h  # below the box at the top edge
+        cv2.rectangle(img_bgr, (b.x, top), (b.x + tw + 4, top + th + base + 4), colour, -1)
+        cv2.putText(img_bgr, text, (b.x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+
+
+def draw_overlay(img_bgr: np.ndarray, fps: float, latency_ms: float, model_name: str = "") -> None:
+    """Frames per second, this frame's latency and the model, top left, in place."""
+    text = f"{fps:4.1f} fps  {latency_ms:5.1f} ms" + (f"  {model_name}" if model_name else "")
+    scale = max(0.35, min(0.6, img_bgr.shape[0] / 800))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(img_bgr, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(img_bgr, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def place_faces(faces: list[np.ndarray], size: tuple[int, int] = (480, 640), side: int = 160,
+                background: int = 128) -> np.ndarray:
+    """A synthetic BGR frame (H, W, 3) with grey faces upscaled to `side` px, spread along one row.
+
+    For tests and the benchmark: the same framing as the webcam feed in ../shared/data/webcam.
+    """
+    height, width = size
+    frame = np.full((height, width), background, np.uint8)
+    n = len(faces)
+    for i, face in enumerate(faces):
+        arr = np.asarray(face)
+        grey = (np.clip(arr, 0, 1) * 255).astype(np.uint8) if arr.dtype != np.uint8 else arr
+        big = cv2.resize(grey, (side, side), interpolation=cv2.INTER_CUBIC)
+        cx = round(width * (i + 1) / (n + 1))
+        x, y = max(0, cx - side // 2), max(0, (height - side) // 2)
+        region = frame[y: y + side, x: x + side]
+        region[:] = big[: region.shape[0], : region.shape[1]]
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
