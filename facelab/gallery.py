@@ -314,6 +314,27 @@ class Gallery:
             gallery.enrol_codes(name, codes[owners == i])
         return gallery
 
+    def copy(self, embed: Embed | None = None) -> Gallery:
+        """An independent copy (own people and codes) sharing the embedding function, or using `embed`."""
+        new = Gallery(embed if embed is not None else self.embed, self.metric, self.mode, self.k, self.threshold,
+                      self.image_size, self._expected)
+        new.calibration = self.calibration
+        new._codes = {n: c.copy() for n, c in self._codes.items()}
+        return new
+
+    def __deepcopy__(self, memo: dict) -> Gallery:
+        # The embedding (a model) is shared, never copied; the lock is per object.
+        return self.copy()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # ---------------------------------------------------------------------------------- internals
     def _prepare(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
         # Wrong size or colour depth is converted, not rejected (the house rule for faces).

@@ -18,14 +18,10 @@ RECON = "recon"  # output name of the reconstruction
 IDENTITY = "identity"  # output name of the person-classification head (metric variant)
 
 
-def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
-                            dropout: float = 0.0, code_activation: str = "relu") -> keras.Model:
-    """The seed network: flatten -> Dense(encoding_dim, relu) -> Dense(S*S, sigmoid), reshaped to (S, S, 1).
-
-    `hidden_units` > 0 adds one hidden layer of that width on each side (deeper option, not the seed).
-    """
+def build_dense_encoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
+                        dropout: float = 0.0, code_activation: str = "relu") -> keras.Model:
+    """Flatten -> [Dense(hidden_units, relu)] -> Dense(encoding_dim): (S, S, 1) -> (D,)."""
     _check(image_size, encoding_dim)
-    pixels = image_size * image_size
     face = keras.Input((image_size, image_size, 1), name="face")
     x = layers.Flatten(name="flatten")(face)  # (S*S,)
     if dropout > 0:
@@ -33,17 +29,30 @@ def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden
     if hidden_units > 0:
         x = layers.Dense(hidden_units, activation="relu", name="enc_hidden")(x)
     code = layers.Dense(encoding_dim, activation=code_activation, name="code")(x)  # (D,)
-    encoder = keras.Model(face, code, name="encoder")
+    return keras.Model(face, code, name="encoder")
 
+
+def build_dense_decoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0) -> keras.Model:
+    """[Dense(hidden_units, relu)] -> Dense(S*S, sigmoid) -> reshape: (D,) -> (S, S, 1)."""
+    _check(image_size, encoding_dim)
     code_in = keras.Input((encoding_dim,), name="code_in")
     y = code_in
     if hidden_units > 0:
         y = layers.Dense(hidden_units, activation="relu", name="dec_hidden")(y)
-    y = layers.Dense(pixels, activation="sigmoid", name="pixels")(y)  # (S*S,)
+    y = layers.Dense(image_size * image_size, activation="sigmoid", name="pixels")(y)  # (S*S,)
     recon = layers.Reshape((image_size, image_size, 1), name="face_out")(y)
-    decoder = keras.Model(code_in, recon, name="decoder")
+    return keras.Model(code_in, recon, name="decoder")
 
-    return keras.Model(face, decoder(encoder(face)), name="ae_dense")
+
+def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
+                            dropout: float = 0.0, code_activation: str = "relu") -> keras.Model:
+    """The seed network: flatten -> Dense(encoding_dim, relu) -> Dense(S*S, sigmoid), reshaped to (S, S, 1).
+
+    `hidden_units` > 0 adds one hidden layer of that width on each side (deeper option, not the seed).
+    """
+    encoder = build_dense_encoder(image_size, encoding_dim, hidden_units, dropout, code_activation)
+    decoder = build_dense_decoder(image_size, encoding_dim, hidden_units)
+    return join(encoder, decoder, name="ae_dense")
 
 
 def build_conv_encoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32,
@@ -82,29 +91,40 @@ def build_conv_autoencoder(image_size: int = 64, encoding_dim: int = 64, blocks:
     """Convolutional autoencoder: conv/pool encoder to a (D,) code, transposed-conv decoder."""
     encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, code_activation)
     decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
-    face = keras.Input((image_size, image_size, 1), name="face")
-    return keras.Model(face, decoder(encoder(face)), name="ae_conv")
+    return join(encoder, decoder, name="ae_conv")
 
 
 def build_metric_autoencoder(n_people: int, image_size: int = 64, encoding_dim: int = 64, blocks: int = 3,
-                             filters: int = 32, dropout: float = 0.0, head_dropout: float = 0.0) -> keras.Model:
-    """The conv autoencoder plus an `identity` softmax head on the code, so codes separate people.
-
-    Outputs `{"recon": (S, S, 1), "identity": (n_people,)}`; train with MSE on `recon` and
-    sparse cross-entropy on `identity`. The head reads the code through a batch normalisation (no
-    bias: the code's direction carries identity), which suits cosine nearest-neighbour search.
-    """
-    if n_people < 2:
-        raise FaceLabError(f"the metric-learning autoencoder needs at least 2 people to separate, got {n_people}")
+                             filters: int = 32, dropout: float = 0.0, head_scale: float = 16.0) -> keras.Model:
+    """The conv autoencoder plus an `identity` softmax head on the code, so that codes separate people."""
     encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, "linear")
     decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
-    face = keras.Input((image_size, image_size, 1), name="face")
+    return join(encoder, decoder, n_people=n_people, head_scale=head_scale, name="ae_metric")
+
+
+def join(encoder: keras.Model, decoder: keras.Model, n_people: int = 0, head_scale: float = 16.0,
+         name: str = "autoencoder") -> keras.Model:
+    """face -> encoder -> code -> decoder -> reconstruction; with `n_people` > 0 also an `identity` head.
+
+    With the head the model returns `{"recon": (S, S, 1), "identity": (n_people,)}` (train with MSE
+    on `recon` and sparse cross-entropy on `identity`). The head is a cosine softmax (NormFace): the
+    unit-length code against unit-length class vectors, times `head_scale`, so that training
+    separates people by the code's direction, the very quantity the cosine gallery compares.
+    """
+    face = keras.Input(encoder.input_shape[1:], name="face")
     code = encoder(face)
-    h = layers.BatchNormalization(name="head_norm")(code)
-    if head_dropout > 0:
-        h = layers.Dropout(head_dropout, name="head_dropout")(h)
-    identity = layers.Dense(n_people, activation="softmax", name=IDENTITY)(h)
-    return keras.Model(face, {RECON: decoder(code), IDENTITY: identity}, name="ae_metric")
+    recon = decoder(code)
+    if n_people <= 0:
+        return keras.Model(face, recon, name=name)
+    if n_people < 2:
+        raise FaceLabError(f"the identity head needs at least 2 people to separate, got {n_people}")
+    unit = layers.UnitNormalization(name="head_unit")(code)  # (D,), |x| = 1
+    # UnitNorm on the kernel's columns keeps each class vector unit-length after every update.
+    cosine = layers.Dense(n_people, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
+                          name="head_cosine")(unit)  # (P,) in [-1, 1]
+    logits = layers.Rescaling(head_scale, name="head_scale")(cosine)
+    identity = layers.Activation("softmax", name=IDENTITY)(logits)
+    return keras.Model(face, {RECON: recon, IDENTITY: identity}, name=name)
 
 
 def encoder_of(model: keras.Model) -> keras.Model:

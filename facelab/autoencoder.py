@@ -1,0 +1,442 @@
+"""Autoencoders as face embeddings: `AEConfig` presets and the `FaceAutoencoder` estimator.
+
+Kinds: "ae-dense" (the seed network, trained exactly as the seed did), "ae-conv" (convolutional,
+plain reconstruction) and "ae-metric" (convolutional plus an identity head on the code, so that
+codes separate people and not just pixels). After `fit` the bottleneck codes of the training split
+are enrolled in a `Gallery` whose unknown-face threshold is calibrated on the validation split.
+Training goes through the shared `facelab.training.fit_keras`; saving through `facelab.storage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab import FACE_SIZE
+from facelab.data import DataSplit, FaceDataset
+from facelab.errors import BadInputError, FaceLabError
+from facelab.gallery import METRICS, MODES, Gallery
+from facelab.preprocess import AugmentConfig, augment_faces, to_face
+from facelab.reconstruction import interpolate_faces, mse_per_image, psnr_per_image, ssim_per_image
+from facelab.training import StopRequest, TrainConfig, TrainingProgress
+
+log = logging.getLogger(__name__)
+
+AE_KINDS = ("ae-dense", "ae-conv", "ae-metric")
+ProgressFn = Callable[[TrainingProgress], None]
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    """Architecture, code, gallery and training settings of an autoencoder (`AEConfig.preset(kind)`)."""
+
+    kind: str = field(default="ae-conv", metadata={"help": "model kind", "choices": AE_KINDS})
+    image_size: int = field(default=FACE_SIZE, metadata={"help": "face side in pixels (conv: divisible by "
+                                                                 "2**blocks)", "min": 16, "max": 256})
+    encoding_dim: int = field(default=64, metadata={"help": "code (embedding) size", "min": 2, "max": 1024})
+    blocks: int = field(default=3, metadata={"help": "conv depth: conv+pool blocks (ae-conv, ae-metric)",
+                                             "min": 1, "max": 5})
+    filters: int = field(default=16, metadata={"help": "conv width: filters of the first block, doubling "
+                                                       "per block", "min": 4, "max": 128})
+    hidden_units: int = field(default=0, metadata={"help": "dense depth: a hidden layer of this width on each "
+                                                           "side (ae-dense); 0 = the seed's single layer",
+                                                   "min": 0, "max": 4096})
+    dropout: float = field(default=0.0, metadata={"help": "dropout before the code layer", "min": 0.0, "max": 0.8})
+    noise_std: float = field(default=0.0, metadata={"help": "denoising: Gaussian noise added to inputs while "
+                                                            "training (targets stay clean)", "min": 0.0, "max": 0.5})
+    metric_weight: float = field(default=0.0, metadata={"help": "weight of the identity (softmax) loss on the "
+                                                                "code next to reconstruction; 0 = plain "
+                                                                "reconstruction", "min": 0.0, "max": 10.0})
+    normalize_embedding: bool = field(default=True, metadata={"help": "unit-length embeddings (cosine geometry)"})
+    gallery_mode: str = field(default="all", metadata={"help": "gallery keeps all codes per person or their mean",
+                                                       "choices": MODES})
+    gallery_metric: str = field(default="cosine", metadata={"help": "gallery distance", "choices": METRICS})
+    gallery_k: int = field(default=1, metadata={"help": "neighbours per person (mode 'all')", "min": 1, "max": 20})
+    far: float = field(default=0.01, metadata={"help": "target false-accept rate for the unknown-face threshold "
+                                                       "(calibrated on validation faces)", "min": 0.0, "max": 0.5})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in AE_KINDS:
+            raise BadInputError(f"unknown autoencoder kind {self.kind!r}; choose one of {', '.join(AE_KINDS)}")
+        if self.gallery_mode not in MODES or self.gallery_metric not in METRICS:
+            raise BadInputError(f"gallery_mode must be one of {MODES} and gallery_metric one of {METRICS}")
+        if self.kind != "ae-dense" and self.image_size % 2**self.blocks:
+            raise BadInputError(f"image_size {self.image_size} must be divisible by 2**blocks = {2**self.blocks}")
+
+    @property
+    def head(self) -> bool:
+        """Whether the identity head (the supervised term on the code) is trained."""
+        return self.metric_weight > 0
+
+    @classmethod
+    def preset(cls, kind: str) -> AEConfig:
+        """The recommended settings of a kind; `ae-dense` is exactly the seed (Adam 1e-3, batch 256, 50 epochs)."""
+        if kind == "ae-dense":
+            # The seed: no augmentation, no clipping, constant learning rate, relu code.
+            return cls(kind=kind, train=TrainConfig(epochs=50, batch_size=256, learning_rate=1e-3, clipnorm=0.0,
+                                                    lr_schedule="constant", augment=False))
+        if kind == "ae-conv":
+            return cls(kind=kind, train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3,
+                                                    lr_schedule="cosine", augment=True))
+        if kind == "ae-metric":
+            return cls(kind=kind, metric_weight=1.0, dropout=0.2,
+                       train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3, lr_schedule="cosine",
+                                         augment=True))
+        raise BadInputError(f"unknown autoencoder kind {kind!r}; choose one of {', '.join(AE_KINDS)}")
+
+
+class FaceAutoencoder:
+    """Estimator: `fit(split)` trains, enrols the training faces and calibrates; then `embed`, `identify`."""
+
+    def __init__(self, config: AEConfig | None = None) -> None:
+        self.config = config or AEConfig.preset("ae-conv")
+        self.kind = self.config.kind
+        self.names_: list[str] = []
+        self.train_names_: list[str] = []  # the identity head's classes (ae-metric)
+        self.history_: dict[str, list[float]] = {}
+        self.metrics_: dict[str, Any] = {}
+        self.data_source_: str = ""
+        self.keras_model_ = None
+        self.gallery_: Gallery | None = None
+        self.fit_seconds_: float = 0.0
+        self.best_epoch_: int | None = None
+        self.stopped_: bool = False
+
+    # ---------------------------------------------------------------------------------- building
+    def build(self, n_people: int = 0):
+        """A fresh Keras model for this config (pure builders in `facelab.models.autoencoder`)."""
+        from facelab.models import autoencoder as build
+
+        c = self.config
+        if c.kind == "ae-dense":
+            encoder = build.build_dense_encoder(c.image_size, c.encoding_dim, c.hidden_units, c.dropout, "relu")
+            decoder = build.build_dense_decoder(c.image_size, c.encoding_dim, c.hidden_units)
+        else:
+            encoder = build.build_conv_encoder(c.image_size, c.encoding_dim, c.blocks, c.filters, c.dropout, "linear")
+            decoder = build.build_conv_decoder(c.image_size, c.encoding_dim, c.blocks, c.filters)
+        name = c.kind.replace("-", "_")
+        return build.join(encoder, decoder, n_people=n_people if c.head else 0, name=name)
+
+    # ---------------------------------------------------------------------------------- training
+    def fit(self, split: DataSplit, on_epoch: ProgressFn | None = None, on_batch: ProgressFn | None = None,
+            stop: StopRequest | None = None) -> FaceAutoencoder:
+        """Train on `split.train` (validation loss on `split.val` keeps the best weights), enrol the training
+        faces in `gallery_` and calibrate its threshold on `split.val` for the target false-accept rate."""
+        from facelab.models.autoencoder import IDENTITY, RECON
+        from facelab.training import fit_keras, seed_everything
+
+        c = self.config
+        train = split.train
+        if len(train.images) == 0:
+            raise FaceLabError("cannot train an autoencoder: the training split has no faces")
+        seed_everything(c.train.seed)
+        x = self._faces(train.images)[..., None]  # (N, S, S, 1)
+        present = sorted(set(train.labels.tolist()))
+        if c.head and len(present) < 2:
+            raise FaceLabError(f"{c.kind} learns to tell people apart: it needs at least 2 people, got {len(present)}")
+        # The head's classes are the people present in training, renumbered 0..P-1.
+        remap = {old: new for new, old in enumerate(present)}
+        self.train_names_ = [train.names[i] for i in present]
+        model = self.build(len(present))
+
+        def targets(ds: FaceDataset, faces: np.ndarray):
+            if not c.head:
+                return faces
+            keep = np.array([lab in remap for lab in ds.labels], bool)
+            return {RECON: faces, IDENTITY: np.array([remap.get(int(lab), 0) for lab in ds.labels], np.int64)}, keep
+
+        if c.head:
+            y, _ = targets(train, x)
+            loss = {RECON: "mse", IDENTITY: "sparse_categorical_crossentropy"}
+            loss_weights = {RECON: 1.0, IDENTITY: c.metric_weight}
+        else:
+            y, loss, loss_weights = x, "mse", None
+
+        validation = None
+        if len(split.val.images):
+            xv = self._faces(split.val.images)[..., None]
+            if c.head:
+                yv, keep = targets(split.val, xv)
+                # A validation face of someone the head never saw has no class: it is left out of val_loss.
+                validation = (xv[keep], {k: v[keep] for k, v in yv.items()}) if keep.any() else None
+            else:
+                validation = (xv, xv)
+
+        augment = AugmentConfig() if c.train.augment else None
+        noise = c.noise_std
+
+        def transform(xb, yb, rng: np.random.Generator):
+            # Augmented faces are both input and target; noise goes on the input only (denoising).
+            clean = xb
+            if augment is not None:
+                clean = augment_faces(xb[..., 0], rng, augment)[..., None]
+            noisy = np.clip(clean + rng.normal(0.0, noise, clean.shape), 0.0, 1.0).astype(np.float32) if noise else clean
+            if isinstance(yb, dict):
+                return noisy, {**yb, RECON: clean}
+            return noisy, clean
+
+        use_transform = augment is not None or noise > 0
+        result = fit_keras(model, x, y, config=c.train, validation=validation, loss=loss, loss_weights=loss_weights,
+                           transform=transform if use_transform else None, on_epoch=on_epoch, on_batch=on_batch,
+                           stop=stop)
+        self.keras_model_ = model
+        self.history_ = result.history
+        self.fit_seconds_ = result.seconds
+        self.best_epoch_ = result.best_epoch
+        self.stopped_ = result.stopped
+        self.data_source_ = train.source
+
+        self.gallery_ = self.new_gallery()
+        self.enrol_dataset(train)
+        self.names_ = self.gallery_.names
+        self.calibrate(split.val if len(split.val.images) else train)
+        return self
+
+    def new_gallery(self) -> Gallery:
+        """An empty gallery over this model's embedding, with the config's metric, mode and k."""
+        c = self.config
+        return Gallery(self.embed, metric=c.gallery_metric, mode=c.gallery_mode, k=c.gallery_k,
+                       image_size=c.image_size, code_size=c.encoding_dim)
+
+    def enrol_dataset(self, ds: FaceDataset) -> None:
+        """Enrol every person of a dataset in `gallery_` (one embedding pass for all faces)."""
+        gallery = self._need_gallery()
+        codes = self.embed(ds.images)
+        for label in sorted(set(ds.labels.tolist())):
+            gallery.enrol_codes(ds.names[label], codes[ds.labels == label])
+
+    def calibrate(self, ds: FaceDataset, far: float | None = None) -> dict:
+        """Set the gallery threshold for a false-accept rate from `ds` (validation faces, never test)."""
+        gallery = self._need_gallery()
+        far = self.config.far if far is None else far
+        if len(ds.images) and (len(gallery) > 1 or any(n not in gallery for n in ds.names)):
+            names = [ds.names[i] for i in ds.labels]
+            cal = gallery.calibrate_codes(self.embed(ds.images), names, far)
+            return cal.as_dict()
+        log.warning("no faces to calibrate the unknown-face threshold; every face will be named")
+        return {}
+
+    # --------------------------------------------------------------------------------- inference
+    def encode(self, faces: np.ndarray) -> np.ndarray:
+        """Bottleneck codes of (N, S, S) faces (any size or colour depth is converted): (N, D) float32."""
+        from facelab.training import predict_batches
+
+        faces = self._faces(faces)
+        if len(faces) == 0:
+            return np.zeros((0, self.config.encoding_dim), np.float32)
+        return np.asarray(predict_batches(self._encoder(), faces[..., None]), np.float32)
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """Face embeddings: the codes, unit-length when `normalize_embedding`: (N, D) float32."""
+        codes = self.encode(faces)
+        if self.config.normalize_embedding:
+            codes = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+        return codes.astype(np.float32)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Faces from (N, D) codes (as returned by `encode`, not normalised): (N, S, S) float32."""
+        from facelab.training import predict_batches
+
+        codes = np.asarray(codes, np.float32)
+        if codes.ndim != 2 or codes.shape[1] != self.config.encoding_dim:
+            raise BadInputError(f"expected (N, {self.config.encoding_dim}) codes, got shape {codes.shape}")
+        return np.asarray(predict_batches(self._decoder(), codes), np.float32)[..., 0]
+
+    def reconstruct(self, faces: np.ndarray) -> np.ndarray:
+        """Faces passed through the autoencoder: (N, S, S) float32 in [0, 1]."""
+        return self.decode(self.encode(faces))
+
+    def interpolate(self, face_a: np.ndarray, face_b: np.ndarray, steps: int = 8) -> np.ndarray:
+        """Decoded faces on the line between two faces' codes: (steps, S, S)."""
+        return interpolate_faces(self.encode, self.decode, self._faces([face_a])[0], self._faces([face_b])[0], steps)
+
+    def recognizer(self, threshold: float | None = None) -> Gallery:
+        """The gallery as a `Recognizer`; a given `threshold` (a distance) is set on a copy."""
+        gallery = self._need_gallery()
+        if threshold is None:
+            return gallery
+        new = gallery.copy()
+        new.threshold = float(threshold)
+        return new
+
+    def identify(self, faces: np.ndarray):
+        """`Identification`s of faces by the gallery (see `facelab.gallery.Gallery.identify`)."""
+        return self._need_gallery().identify(faces)
+
+    # -------------------------------------------------------------------------------- evaluation
+    def evaluate(self, test: FaceDataset) -> dict[str, Any]:
+        """Gallery identification of test faces (accuracy, top5, confusion, per_person, open-set rates at
+        the calibrated threshold), speed, and reconstruction quality (recon_mse, recon_psnr, recon_ssim)."""
+        gallery = self._need_gallery()
+        if len(test.images) == 0:
+            raise FaceLabError("cannot evaluate: the test split has no faces")
+        faces = self._faces(test.images)
+        self.embed(faces[:1])  # warm-up: the first call traces the function
+        start = time.perf_counter()
+        codes = self.embed(faces)
+        people, dist = gallery.distances(codes)
+        infer_ms = (time.perf_counter() - start) * 1000 / len(faces)
+
+        truth = [test.names[i] for i in test.labels]
+        metrics = identification_metrics(truth, people, dist)
+        rates = gallery.open_set_rates(codes, truth)
+        recon = self.reconstruct(faces)
+        metrics.update(
+            infer_ms_per_face=float(infer_ms),
+            threshold=_finite(gallery.threshold),
+            tar=rates["tar"], unknown_share=rates["unknown_share"],
+            recon_mse=float(mse_per_image(faces, recon).mean()),
+            recon_psnr=float(psnr_per_image(faces, recon).mean()),
+            recon_ssim=float(ssim_per_image(faces, recon).mean()),
+            test_faces=len(faces), gallery_people=len(gallery),
+        )
+        self.metrics_ = metrics
+        return metrics
+
+    # ------------------------------------------------------------------------------------ saving
+    def save(self, path: str | Path) -> Path:
+        """Save the model and its gallery as one bundle folder (atomic); returns the folder."""
+        from facelab.registry import config_to_dict
+        from facelab.storage import save_bundle
+
+        if self.keras_model_ is None:
+            raise FaceLabError("nothing to save: the autoencoder has not been trained")
+        gallery = self._need_gallery()
+        meta = {
+            "kind": self.kind,
+            "config": config_to_dict(self.config),
+            "names": gallery.names,
+            "train_names": self.train_names_,
+            "input_size": [self.config.image_size, self.config.image_size],
+            "preprocessing": "grey face crop, resized to input_size, float32 in [0, 1]",
+            "data_source": self.data_source_,
+            "metrics": _json_clean(self.metrics_),
+            "history": _json_clean(self.history_),
+            "gallery": {"metric": gallery.metric, "mode": gallery.mode, "k": gallery.k,
+                        "threshold": _finite(gallery.threshold),
+                        "calibration": _json_clean(gallery.calibration.as_dict()) if gallery.calibration else None},
+            "fit_seconds": self.fit_seconds_,
+            "best_epoch": self.best_epoch_,
+        }
+        return save_bundle(path, self.keras_model_, meta, extras=gallery.to_arrays())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceAutoencoder:
+        """Load a bundle saved by `save` (model, config, history, metrics and gallery)."""
+        from facelab.gallery import Calibration
+        from facelab.registry import config_from_dict
+        from facelab.storage import load_bundle
+
+        bundle = load_bundle(path)
+        meta = bundle.meta
+        if meta.get("kind") not in AE_KINDS:
+            raise BadInputError(f"{path}: a {meta.get('kind')!r} bundle, not an autoencoder")
+        config = config_from_dict(meta["kind"], meta.get("config") or {})
+        model = cls(config)
+        model.keras_model_ = bundle.model
+        try:
+            model._encoder(), model._decoder()
+        except ValueError:
+            raise BadInputError(f"{path}: the saved model has no encoder/decoder parts") from None
+        code_size = int(model._encoder().output_shape[-1])
+        if code_size != config.encoding_dim:
+            raise BadInputError(f"{path}: the model makes {code_size}-number codes but its config says "
+                                f"{config.encoding_dim}")
+        if bundle.extras:
+            model.gallery_ = Gallery.from_arrays(bundle.extras, model.embed, code_size=code_size)
+            cal = (meta.get("gallery") or {}).get("calibration")
+            if cal:
+                model.gallery_.calibration = Calibration(**{k: (math.nan if v is None else v) for k, v in cal.items()})
+        else:
+            model.gallery_ = model.new_gallery()
+        model.names_ = model.gallery_.names
+        model.train_names_ = list(meta.get("train_names") or [])
+        model.history_ = dict(meta.get("history") or {})
+        model.metrics_ = dict(meta.get("metrics") or {})
+        model.data_source_ = meta.get("data_source", "")
+        model.fit_seconds_ = float(meta.get("fit_seconds") or 0.0)
+        model.best_epoch_ = meta.get("best_epoch")
+        return model
+
+    # ---------------------------------------------------------------------------------- internals
+    def _need_model(self):
+        if self.keras_model_ is None:
+            raise FaceLabError("the autoencoder has not been trained or loaded yet")
+        return self.keras_model_
+
+    def _need_gallery(self) -> Gallery:
+        if self.gallery_ is None:
+            raise FaceLabError("the autoencoder has no gallery yet: train or load a model first")
+        return self.gallery_
+
+    def _encoder(self):
+        from facelab.models.autoencoder import encoder_of
+
+        return encoder_of(self._need_model())
+
+    def _decoder(self):
+        from facelab.models.autoencoder import decoder_of
+
+        return decoder_of(self._need_model())
+
+    def _faces(self, faces) -> np.ndarray:
+        """(N, S, S) float32 in [0, 1] at the model's size; other sizes and colour images are converted."""
+        size = self.config.image_size
+        if isinstance(faces, np.ndarray) and faces.dtype == np.float32 and faces.ndim == 3 \
+                and faces.shape[1:] == (size, size):
+            return faces
+        if isinstance(faces, np.ndarray) and faces.ndim == 2:
+            faces = faces[None]
+        if len(faces) == 0:
+            return np.zeros((0, size, size), np.float32)
+        return np.stack([to_face(f, size) for f in faces])
+
+
+def identification_metrics(truth: list[str], people: list[str], dist: np.ndarray) -> dict[str, Any]:
+    """Closed-set identification by nearest gallery person: accuracy, top5, confusion over `people`, per_person.
+
+    `dist` is (N, P) distances to `people`; faces of people not in the gallery count as errors.
+    """
+    order = np.argsort(dist, axis=1, kind="stable")
+    col = {n: j for j, n in enumerate(people)}
+    true_idx = np.array([col.get(n, -1) for n in truth])
+    pred = order[:, 0]
+    correct = pred == true_idx
+    top5 = (order[:, :5] == true_idx[:, None]).any(axis=1)
+    confusion = np.zeros((len(people), len(people)), np.int64)
+    for t, p in zip(true_idx, pred):
+        if t >= 0:
+            confusion[t, p] += 1
+    per_person = {}
+    for name in dict.fromkeys(truth):
+        m = np.array([n == name for n in truth])
+        per_person[name] = {"accuracy": float(correct[m].mean()), "faces": int(m.sum())}
+    return {"accuracy": float(correct.mean()), "top5": float(top5.mean()), "confusion": confusion.tolist(),
+            "confusion_names": list(people), "per_person": per_person}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _json_clean(obj: Any) -> Any:
+    """Metrics and histories with NaN/infinity as None (meta.json is strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return _finite(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
