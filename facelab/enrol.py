@@ -157,8 +157,9 @@ def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config:
     return Crop(source, face, boxes[0])
 
 
-def crops_from_photos(photos: list[tuple[str, bytes | np.ndarray]], config: EnrolConfig | None = None,
-                      detector: FaceDetector | None = None) -> list[Crop]:
+def crops_from_photos(
+    photos: list[tuple[str, bytes | np.ndarray]], config: EnrolConfig | None = None, detector: FaceDetector | None = None
+) -> list[Crop]:
     """One `Crop` per (name, file bytes or img_bgr): accepted, or refused with the file and the reason."""
     cfg = config or EnrolConfig()
     detector = detector or FaceDetector(min_face=min(40, cfg.min_face), detect_width=640)
@@ -187,7 +188,9 @@ def _gallery_of(model: Any) -> Any:
 
 
 def copy_gallery(gallery: Any) -> Any:
-    """An independent copy of a gallery sharing its embedding function (the model is not copied)."""
+    """An independent copy of a gallery (own people and codes) sharing its embedding model."""
+    if hasattr(gallery, "copy"):
+        return gallery.copy()
     embed = getattr(gallery, "embed", None)
     memo: dict[int, Any] = {}
     if embed is not None:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from facelab import FACE_SIZE
+from facelab.errors import BadInputError
 from facelab.preprocess import Box, FaceDetector, align_face, to_grey
 from facelab.recognition import UNKNOWN, Identification, Recognizer
 
@@ -64,8 +65,15 @@ class FaceResult:
 
     def as_row(self) -> dict[str, Any]:
         """A table row for the page."""
-        return {"name": self.name, "confidence": round(self.confidence, 3), "known": self.known,
-                "x": self.box.x, "y": self.box.y, "w": self.box.w, "h": self.box.h}
+        return {
+            "name": self.name,
+            "confidence": round(self.confidence, 3),
+            "known": self.known,
+            "x": self.box.x,
+            "y": self.box.y,
+            "w": self.box.w,
+            "h": self.box.h,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,13 @@ class LiveRecognizer:
     `set_recognizer` / `set_threshold` from its thread while `process` runs in the video thread.
     """
 
-    def __init__(self, recognizer: Recognizer | None = None, config: LiveConfig | None = None,
-                 detector: FaceDetector | None = None, model_name: str = "") -> None:
+    def __init__(
+        self,
+        recognizer: Recognizer | None = None,
+        config: LiveConfig | None = None,
+        detector: FaceDetector | None = None,
+        model_name: str = "",
+    ) -> None:
         self.config = config or LiveConfig()
         self.detector = detector or FaceDetector(min_face=self.config.min_face, detect_width=self.config.detect_width)
         self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=self.config.queue_size)
@@ -172,8 +185,7 @@ class LiveRecognizer:
     def stats(self) -> StreamStats:
         with self._lock:
             frames = self._index
-            return StreamStats(frames, self._with_faces, dict(self._seen),
-                               self._latency_sum / frames if frames else 0.0)
+            return StreamStats(frames, self._with_faces, dict(self._seen), self._latency_sum / frames if frames else 0.0)
 
     def drain(self) -> FrameResult | None:
         """The newest queued result (older ones are discarded), or None when the queue is empty."""
@@ -279,15 +291,26 @@ def _identify(recognizer: Recognizer | None, faces: np.ndarray) -> list[Identifi
     return list(recognizer.identify(faces))
 
 
-def identify_image(img_bgr: np.ndarray, recognizer: Recognizer | None, config: LiveConfig | None = None,
-                   detector: FaceDetector | None = None) -> tuple[np.ndarray, FrameResult]:
+def rtc_configuration(stun: str = "") -> dict[str, Any]:
+    """WebRTC ICE settings: none by default (works on one machine, contacts nobody); a STUN URL for remote use."""
+    urls = [u.strip() for u in stun.replace(",", " ").split() if u.strip()]
+    for url in urls:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise BadInputError(f"{url!r} is not a STUN/TURN address; write it like stun:stun.example.org:3478")
+    return {"iceServers": [{"urls": urls}] if urls else []}
+
+
+def identify_image(
+    img_bgr: np.ndarray, recognizer: Recognizer | None, config: LiveConfig | None = None, detector: FaceDetector | None = None
+) -> tuple[np.ndarray, FrameResult]:
     """One photo (the snapshot mode): the annotated copy and what was found."""
     cfg = config or LiveConfig(detect_width=640)
     return LiveRecognizer(recognizer, cfg, detector).process(img_bgr)
 
 
-def align_box(grey: np.ndarray, box: Box, detector: FaceDetector | None = None, size: int = FACE_SIZE,
-              side: int = 144) -> np.ndarray:
+def align_box(
+    grey: np.ndarray, box: Box, detector: FaceDetector | None = None, size: int = FACE_SIZE, side: int = 144
+) -> np.ndarray:
     """`align_face` on a region around the box shrunk so the box is about `side` px: the (size, size) face.
 
     The eye search dominates alignment and grows with the face's area; a face filling the webcam
@@ -301,8 +324,7 @@ def align_box(grey: np.ndarray, box: Box, detector: FaceDetector | None = None, 
     x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
     x1, y1 = min(grey.shape[1], box.x + box.w + margin), min(grey.shape[0], box.y + box.h + margin)
     region = cv2.resize(grey[y0:y1, x0:x1], None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    small = Box(round((box.x - x0) * factor), round((box.y - y0) * factor), round(box.w * factor),
-                round(box.h * factor))
+    small = Box(round((box.x - x0) * factor), round((box.y - y0) * factor), round(box.w * factor), round(box.h * factor))
     return align_face(region, small, detector, size)[0]
 
 
@@ -323,8 +345,7 @@ def draw_faces(img_bgr: np.ndarray, faces: list[FaceResult]) -> None:
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = b.y - th - base - 4 if b.y - th - base - 4 >= 0 else b.y + b.h  # below the box at the top edge
         cv2.rectangle(img_bgr, (b.x, top), (b.x + tw + 4, top + th + base + 4), colour, -1)
-        cv2.putText(img_bgr, text, (b.x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(img_bgr, text, (b.x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def draw_overlay(img_bgr: np.ndarray, fps: float, latency_ms: float, model_name: str = "") -> None:
@@ -336,8 +357,9 @@ def draw_overlay(img_bgr: np.ndarray, fps: float, latency_ms: float, model_name:
     cv2.putText(img_bgr, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def place_faces(faces: list[np.ndarray], size: tuple[int, int] = (480, 640), side: int = 160,
-                background: int = 128) -> np.ndarray:
+def place_faces(
+    faces: list[np.ndarray], size: tuple[int, int] = (480, 640), side: int = 160, background: int = 128
+) -> np.ndarray:
     """A synthetic BGR frame (H, W, 3) with grey faces upscaled to `side` px, spread along one row.
 
     For tests and the benchmark: the same framing as the webcam feed in ../shared/data/webcam.
@@ -351,6 +373,6 @@ def place_faces(faces: list[np.ndarray], size: tuple[int, int] = (480, 640), sid
         big = cv2.resize(grey, (side, side), interpolation=cv2.INTER_CUBIC)
         cx = round(width * (i + 1) / (n + 1))
         x, y = max(0, cx - side // 2), max(0, (height - side) // 2)
-        region = frame[y: y + side, x: x + side]
+        region = frame[y : y + side, x : x + side]
         region[:] = big[: region.shape[0], : region.shape[1]]
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)

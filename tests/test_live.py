@@ -25,7 +25,6 @@ from facelab.enrol import (
 )
 from facelab.errors import BadInputError, FaceLabError
 from facelab.live import STAGES, LiveConfig, LiveRecognizer, identify_image, place_faces
-from facelab.preprocess import FaceDetector
 from facelab.recognition import UNKNOWN, Identification
 
 WEBCAM = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "webcam"
@@ -403,4 +402,3 @@ def test_enlarged_split(olivetti):
     assert len(grown.val.images) == len(split.val.images) + 2
     assert (grown.train.labels == 40).sum() == 8 and grown.test.names == grown.train.names
     assert len(grown.test.images) == len(split.test.images)
-

@@ -1,0 +1,196 @@
+"""Live webcam: every face boxed and named as it moves; add or remove people without leaving the app."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit_webrtc import webrtc_streamer
+
+from facelab import registry, storage, ui
+from facelab.enrol import EnrolConfig, FaceCapture, add_person, crops_from_photos, remove_person, save_model
+from facelab.errors import FaceLabError
+from facelab.images import read_image
+from facelab.live import LiveRecognizer, identify_image, rtc_configuration
+
+LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
+CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
+
+st.title("Live webcam")
+
+# ------------------------------------------------------------------------------------ model choice
+session = {n: m for n, m in ui.models().items() if hasattr(m, "recognizer")}
+bundles = storage.list_bundles(ui.model_dir())  # newest first
+saved = {b["name"]: b["path"] for b in bundles if b["name"] not in session}
+if not session and not saved:
+    ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
+# One sorted list, so loading a saved bundle into the session keeps the selection where it is.
+choices = sorted(set(session) | set(saved))
+active = ui.active_model_name()
+newest = next((b["name"] for b in bundles), None)
+default = choices.index(active) if active in session else choices.index(newest if newest in saved else choices[0])
+name = st.selectbox(
+    "Model",
+    choices,
+    index=default,
+    key="live.model",
+    format_func=lambda n: n if n in session else f"{n} (saved)",
+    help="models of this session and bundles in the model folder; starts on the newest",
+)
+if name not in session:
+    try:
+        with st.spinner(f"Loading {name}..."):
+            ui.add_model(name, registry.load_model(saved[name]), saved[name])
+    except FaceLabError as err:
+        ui.show_error(err)
+        st.stop()
+model = ui.models()[name]
+
+try:
+    base = model.recognizer()
+except FaceLabError as err:
+    ui.show_error(err)
+    st.stop()
+if ui.is_classifier(model):
+    threshold = st.slider(
+        "Minimum probability to name a face", 0.0, 1.0, float(base.threshold), 0.01, key=f"live.threshold.{name}"
+    )
+else:  # a gallery threshold is a code distance: farther faces are "unknown"
+    top = 2.0 if getattr(base, "metric", "cosine") == "cosine" else 50.0
+    start = min(float(base.threshold), top) if math.isfinite(base.threshold) else top
+    threshold = st.slider("Maximum code distance to name a face", 0.0, top, start, top / 200, key=f"live.threshold.{name}")
+
+live: LiveRecognizer = st.session_state.setdefault(LIVE, LiveRecognizer())
+# A new recogniser object per run; the stream thread picks it up at its next frame.
+live.set_recognizer(model.recognizer(threshold), name)
+
+# ---------------------------------------------------------------------------------------- video
+mode = st.radio(
+    "Camera",
+    ["Live video (WebRTC)", "Snapshot (one photo)"],
+    horizontal=True,
+    key="live.mode",
+    help="use snapshots where the browser or network blocks WebRTC",
+)
+if mode.startswith("Live"):
+    with st.expander("Connection"):
+        stun = st.text_input(
+            "STUN server for remote use",
+            "",
+            key="live.stun",
+            placeholder="stun:stun.example.org:3478",
+            help="empty: no outside server is contacted, which works when browser and app share a machine",
+        )
+    try:
+        rtc = rtc_configuration(stun)
+    except FaceLabError as err:
+        ui.show_error(err)
+        rtc = rtc_configuration("")
+    ctx = webrtc_streamer(
+        key="live.webrtc",
+        video_frame_callback=live.recv,
+        rtc_configuration=rtc,
+        media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+        async_processing=True,
+    )
+    playing = bool(ctx.state.playing)
+
+    @st.fragment(run_every=0.5 if playing else None)
+    def now_on_camera() -> None:
+        newest = live.drain() or live.last_result()
+        if not playing or newest is None:
+            st.caption("Press START to open the camera." if not playing else "Waiting for the first frame...")
+            return
+        st.markdown("**On camera now:** " + (", ".join(newest.names) or "nobody"))
+        if newest.faces:
+            st.table(pd.DataFrame(newest.rows()))
+        stats = live.stats()
+        st.caption(
+            f"{newest.fps:.1f} frames/s, {newest.latency_ms:.1f} ms per frame, {stats.frames} frames; "
+            + ", ".join(f"{n}: {stats.share(n):.0%} of frames" for n in sorted(stats.seen))
+        )
+        capture = live.capture
+        if capture is not None and not capture.done:
+            st.progress(capture.count / capture.config.n_faces, f"Captured {capture.count}/{capture.config.n_faces}")
+
+    now_on_camera()
+else:
+    shot = st.camera_input("Take a photo", key="live.snapshot")
+    if shot is not None:
+        try:
+            img = read_image(shot.getvalue(), name="camera photo")
+            annotated, result = identify_image(img, model.recognizer(threshold))
+            st.image(annotated, channels="BGR", caption="camera photo")
+            st.markdown("**In the photo:** " + (", ".join(result.names) or "no face found"))
+            if result.faces:
+                st.table(pd.DataFrame(result.rows()))
+        except FaceLabError as err:
+            ui.show_error(err)
+
+# ------------------------------------------------------------------------------------ enrolment
+st.subheader("Add a person")
+if not ui.is_autoencoder(model):
+    st.info(
+        "People are added to an autoencoder's gallery at once, without retraining. Pick an autoencoder model "
+        "above (or train one) to add people."
+    )
+else:
+    config = EnrolConfig(n_faces=int(st.number_input("Face crops to collect", 3, 30, 10, key="live.enrol.n")))
+    person = st.text_input("Name", key="live.enrol.name")
+    source = st.radio("From", ["Webcam", "Photos"], horizontal=True, key="live.enrol.source")
+    faces = None
+    if source == "Webcam":
+        if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:"):
+            st.session_state[CAPTURE] = FaceCapture(config)
+            live.start_capture(st.session_state[CAPTURE])
+        capture = st.session_state.get(CAPTURE)
+        if capture is not None:
+            st.caption(
+                f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
+                + "".join(f"; {n}x {why}" for why, n in capture.refused().items())
+            )
+            faces = capture.faces() if capture.count else None
+    else:
+        photos = st.file_uploader(
+            "Photos of the person (one face each)",
+            accept_multiple_files=True,
+            type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
+            key="live.enrol.photos",
+        )
+        if photos:
+            crops = crops_from_photos([(p.name, p.getvalue()) for p in photos], config)
+            for crop in crops:
+                if not crop.ok:
+                    st.warning(crop.reason)
+            good = [c for c in crops if c.ok]
+            faces = np.stack([c.face for c in good]) if good else None
+    if faces is not None and len(faces):
+        st.caption("Check the crops: untick any that is not the person.")
+        cols = st.columns(min(len(faces), 10))
+        keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"live.enrol.keep.{i}") for i in range(len(faces))]
+        for i, face in enumerate(faces):
+            cols[i % len(cols)].image(face, clamp=True, width=64)
+        if st.button(f"Add {person or 'the person'}", key="live.enrol.add", type="primary", icon=":material/person_add:"):
+            try:
+                new = add_person(model, person, faces[[i for i, k in enumerate(keep) if k]], config)
+                path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
+                ui.add_model(name, new, path)
+                live.set_recognizer(new.recognizer(threshold), name)
+                live.start_capture(None)
+                st.session_state.pop(CAPTURE, None)
+                st.success(f"Added {person.strip()} ({int(sum(keep))} crops); saved to {path}.")
+            except FaceLabError as err:
+                ui.show_error(err)
+
+    st.subheader("Remove a person")
+    people = list(model.gallery_.names) if getattr(model, "gallery_", None) is not None else []
+    gone = st.selectbox("Person", people, key="live.remove.name")
+    if gone and st.button(f"Remove {gone}", key="live.remove", icon=":material/person_remove:"):
+        try:
+            new = remove_person(model, gone)
+            path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
+            ui.add_model(name, new, path)
+            live.set_recognizer(new.recognizer(threshold), name)
+            st.success(f"Removed {gone}; saved to {path}.")
+        except FaceLabError as err:
+            ui.show_error(err)
