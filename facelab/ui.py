@@ -166,14 +166,12 @@ def load_upload(name: str, data: bytes, _progress: Callable[[float, str], None] 
     """An uploaded .zip or .csv, written to a temporary file and loaded like a path; cached by content."""
     from facelab.data import load_dataset
 
-    suffix = Path(name).suffix.lower()
+    # Named after the upload, so messages and the data source name the user's file, not a temp name.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".") or "upload"
     with tempfile.TemporaryDirectory(prefix="facelab-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        path = Path(tmp) / safe
         path.write_bytes(data)
-        ds = load_dataset(str(path), progress=_progress)
-    # The temporary path means nothing later: name the source after the uploaded file.
-    ds.source = ds.source.replace(path.name, name)
-    return ds
+        return load_dataset(str(path), progress=_progress)
 
 
 def load_with_progress(loader: Callable[..., Any], *args: Any):

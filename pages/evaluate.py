@@ -1,5 +1,64 @@
-"""evaluate (to come)."""
+"""Evaluate: test accuracy, confusion, per-person accuracy, misclassified faces, every model compared."""
 
+import pandas as pd
 import streamlit as st
 
-st.title("evaluate")
+from facelab import plots, ui
+from facelab.errors import FaceLabError
+
+st.title("Evaluate")
+session = ui.require_models()
+name, model = ui.pick_model("Model", session, key="evaluate.model")
+evaluations = st.session_state.setdefault("facelab_evaluations", {})  # name -> (test set, predicted names)
+
+ds = ui.dataset()
+if ds is not None:
+    with st.expander("Evaluate on the active data set", expanded=not model.metrics_):
+        if model.data_source_ and model.data_source_ != ds.source:
+            st.warning(f"{name} was trained on {model.data_source_}; the active data set is {ds.source}.")
+        make_split = ui.split_form(ds, key="evaluate.split")
+        st.caption("Use the split the model was trained with (same K and seed), or its training faces count as test.")
+        if st.button("Evaluate", key="evaluate.run", type="primary"):
+            try:
+                with st.spinner(f"Evaluating {name}..."):
+                    test = make_split().test
+                    model.evaluate(test)
+                    answers = model.recognizer().identify(test.images)
+                # The top candidate, whatever the unknown threshold: closed-set identification.
+                evaluations[name] = (test, [a.top[0][0] for a in answers])
+            except FaceLabError as err:
+                ui.show_error(err)
+
+metrics = model.metrics_ or {}
+if not metrics:
+    st.info("No test results for this model yet: evaluate it on a data set above.")
+else:
+    ui.show_metrics(metrics)
+    names = metrics.get("confusion_names") or model.names_
+    left, right = st.columns(2)
+    if metrics.get("confusion"):
+        left.plotly_chart(plots.confusion_heatmap(metrics["confusion"], names), key="evaluate.confusion")
+    if metrics.get("per_person"):
+        right.plotly_chart(plots.per_person_bar(metrics["per_person"]), key="evaluate.per_person")
+
+if name in evaluations:
+    test, predicted = evaluations[name]
+    truth = [test.names[i] for i in test.labels]
+    wrong = [i for i, (t, p) in enumerate(zip(truth, predicted)) if t != p]
+    st.subheader(f"Misclassified: {len(wrong)} of {len(truth)} test faces")
+    if wrong:
+        shown = wrong[:48]
+        st.plotly_chart(plots.face_grid(test.images[shown], [f"{truth[i]} → {predicted[i]}" for i in shown], cols=8),
+                        key="evaluate.wrong")
+
+st.subheader("All models in this session")
+rows = [{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),
+         **{k: m.metrics_.get(k) for k in ("accuracy", "top5", "recon_psnr", "infer_ms_per_face")}}
+        for n, m in session.items()]
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+keys = sorted({k for m in session.values() for k in m.history_ if k not in ("seconds", "lr")})
+if keys:
+    metric = st.selectbox("Curve", keys, index=keys.index("val_loss") if "val_loss" in keys else 0,
+                          key="evaluate.curve")
+    st.plotly_chart(plots.compare_curves({n: m.history_ for n, m in session.items()}, metric),
+                    key="evaluate.compare")

@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from facelab import plots, ui
+from facelab.data import CROP_MAX_SIDE
 from facelab.errors import FaceLabError
 from facelab.images import read_image
-from facelab.preprocess import FaceDetector, extract_faces
+from facelab.preprocess import Box, DetectedFace, FaceDetector, extract_faces, to_face
 
 st.title("Identify")
 candidates = ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
@@ -34,6 +35,8 @@ else:
                           "farther faces are answered \"unknown\"")
 recognizer = model.recognizer(threshold)
 
+st.caption(f"Photos are searched for faces; an image of at most {CROP_MAX_SIDE} pixels a side is taken as one face "
+           "crop.")
 photos = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
                           accept_multiple_files=True, key="identify.photos")
 detector = FaceDetector()
@@ -41,7 +44,11 @@ for photo in photos or []:
     st.markdown(f"**{photo.name}**")
     try:
         img = read_image(photo.getvalue(), name=photo.name)
-        found = extract_faces(img, detector)
+        if max(img.shape[:2]) <= CROP_MAX_SIDE:
+            # The data loader's rule: an image this small is a face crop and is used whole.
+            found = [DetectedFace(Box(0, 0, img.shape[1], img.shape[0]), to_face(img), False)]
+        else:
+            found = extract_faces(img, detector)
         if not found:
             st.warning(f"{photo.name}: no face found. Faces need to be frontal and at least 40 pixels wide.")
             continue

@@ -1,5 +1,54 @@
-"""reconstructions (to come)."""
+"""Reconstructions: originals beside reconstructions, PSNR, error maps, the latent space, a morph."""
 
+import numpy as np
 import streamlit as st
 
-st.title("reconstructions")
+from facelab import plots, reconstruction, ui
+from facelab.errors import FaceLabError
+
+st.title("Reconstructions")
+autoencoders = ui.require_models(ui.is_autoencoder, "autoencoder")
+name, model = ui.pick_model("Autoencoder", autoencoders, key="recon.model")
+ds = ui.require_dataset()
+
+people = st.multiselect("People", ds.names, default=ds.names[: min(3, ds.n_people)], key="recon.people")
+per_person = st.slider("faces per person", 1, 10, 4, key="recon.n")
+idx = [i for p in people for i in np.flatnonzero(ds.labels == ds.names.index(p))[:per_person]]
+if not idx:
+    st.info("Choose at least one person.")
+    st.stop()
+faces = ds.images[idx]
+try:
+    recon = model.reconstruct(faces)
+except FaceLabError as err:
+    ui.show_error(err)
+    st.stop()
+psnr = reconstruction.psnr_per_image(faces, recon)
+st.plotly_chart(plots.reconstruction_strip(faces, recon, psnr), key="recon.strip")
+st.caption(f"Mean PSNR {psnr.mean():.2f} dB, SSIM {reconstruction.ssim_per_image(faces, recon).mean():.3f}")
+st.plotly_chart(plots.error_maps(reconstruction.error_map(faces, recon), cols=len(idx)), key="recon.errors")
+
+st.subheader("Latent space")
+method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="recon.method",
+                  format_func={"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}.get)
+shown = ds.subset(np.arange(len(ds.images))[: 2000])  # a cap keeps t-SNE and the browser responsive
+# Per-session memo: t-SNE takes seconds and must not rerun when the morph slider moves.
+memo = st.session_state.setdefault("facelab_latent", {})
+memo_key = (name, id(model), shown.source, len(shown.images), method)
+if memo_key not in memo:
+    with st.spinner("Encoding and projecting..."):
+        memo[memo_key] = reconstruction.project_codes(model.encode(shown.images), method)
+points = memo[memo_key]
+st.plotly_chart(plots.latent_scatter(points, shown.labels, shown.names, title=f"codes of {name} ({method})"),
+                key="recon.latent")
+
+st.subheader("Morph one face into another")
+c = st.columns(2)
+a = c[0].selectbox("From", range(len(ds.images)), format_func=lambda i: f"{ds.names[ds.labels[i]]} #{i}",
+                   key="recon.morph_a")
+b = c[1].selectbox("To", range(len(ds.images)), index=len(ds.images) - 1,
+                   format_func=lambda i: f"{ds.names[ds.labels[i]]} #{i}", key="recon.morph_b")
+steps = model.interpolate(ds.images[a], ds.images[b], steps=11)
+t = st.slider("mix", 0.0, 1.0, 0.5, 0.1, key="recon.mix")
+st.plotly_chart(plots.face_grid(np.stack([ds.images[a], steps[int(round(t * 10))], ds.images[b]]),
+                                ["from", f"{t:.1f}", "to"], cols=3), key="recon.morph")
