@@ -215,15 +215,15 @@ def _fit_callbacks(monitor: str, mode: str, epochs: int, batches: int, on_epoch:
                 self.nan_at = (self.epoch + 1, batch + 1)
                 self.model.stop_training = True
                 return
-            if stop is not None and stop.requested:
-                self.stopped = True
-                self.model.stop_training = True
             if on_batch is not None:
                 now = time.perf_counter()
                 # Throttled so a dashboard redraw per batch cannot slow training down.
                 if now - self.last_report >= batch_interval_s or batch + 1 == batches:
                     self.last_report = now
                     on_batch(self._progress(batch + 1, logs))
+            if stop is not None and stop.requested:  # checked after reporting: a request made there counts
+                self.stopped = True
+                self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
@@ -236,8 +236,10 @@ def _fit_callbacks(monitor: str, mode: str, epochs: int, batches: int, on_epoch:
             logs["seconds"] = time.perf_counter() - self.start
             for key, value in logs.items():
                 self.history.setdefault(key, []).append(float(value))
-            value = logs.get(monitor)
-            if value is not None and math.isfinite(float(value)):
+            value = logs.get(monitor) if monitor else None
+            if not monitor:
+                self.best_epoch = epoch + 1  # no validation: the latest weights are the ones kept
+            elif value is not None and math.isfinite(float(value)):
                 better = self.best is None or (value < self.best if mode == "min" else value > self.best)
                 if better:
                     self.best, self.best_epoch = float(value), epoch + 1
@@ -278,10 +280,11 @@ def fit_keras(
     x and y are arrays or dicts of arrays (multi-input/-output models) with N samples each.
     `loss`/`metrics`/`loss_weights` compile the model with the optimizer from `config`; with `loss=None`
     the model must already be compiled. `transform(xb, yb, rng)` changes each training batch (augmentation,
-    denoising noise). The monitor defaults to `val_loss` with validation data, else `loss`; a name
-    containing "acc" is maximised. `on_batch` gets a `TrainingProgress` after each batch (at most every
-    `batch_interval_s` seconds), `on_epoch` after each epoch. `stop.request()` from any thread ends
-    training after the current batch, keeping the best weights so far. A NaN/inf loss raises TrainingError.
+    denoising noise). Best weights follow `monitor` (default `val_loss`; a name containing "acc" is
+    maximised); without validation data the final weights are kept. `on_batch` gets a `TrainingProgress`
+    after each batch (at most every `batch_interval_s` seconds), `on_epoch` after each epoch.
+    `stop.request()` from any thread ends training after the current batch, keeping the best weights so far.
+    A NaN/inf loss raises TrainingError.
     """
     import keras
 
@@ -290,9 +293,12 @@ def fit_keras(
         raise TrainingError("no training data: the training split is empty")
     if validation is not None and _n_samples(validation[0]) == 0:
         validation = None
-    monitor = monitor or ("val_loss" if validation is not None else "loss")
-    if monitor.startswith("val_") and validation is None:
-        monitor = monitor.removeprefix("val_")
+    if validation is None:
+        # Without held-out data there is nothing honest to select on: keep the final weights (with a
+        # decaying schedule the last epoch is the intended one) and stop early only on the training loss.
+        monitor = ""
+    else:
+        monitor = monitor or "val_loss"
     mode = "max" if "acc" in monitor else "min"
 
     data = _batches(x, y, config.batch_size, config.seed, transform)
@@ -305,11 +311,12 @@ def fit_keras(
 
     cb = _fit_callbacks(monitor, mode, config.epochs, batches, on_epoch, on_batch, stop, batch_interval_s)
     callbacks: list = [cb]
+    watch = monitor or "loss"
     if config.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=watch, mode=mode,
                                                        patience=config.early_stopping_patience))
     if config.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=watch, mode=mode, factor=0.5,
                                                            patience=max(2, config.early_stopping_patience // 3 or 5),
                                                            min_lr=config.learning_rate / 100))
     callbacks += extra_callbacks or []
@@ -347,3 +354,36 @@ def predict_batches(model, x: Arrays, batch_size: int = 256) -> Any:
     if isinstance(first, (list, tuple)):
         return [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(first))]
     return np.concatenate([np.asarray(p) for p in parts])
+
+
+def compiled_predictor(model, jit: bool = True, chunk: int = 256) -> Callable[[Arrays], Any]:
+    """A fast inference function for a trained model: the compiled `predict_on_batch` path, XLA where it helps.
+
+    The model is compiled for inference only (no loss; TensorFlow/JAX get `jit_compile=True`). Batches
+    are padded (to a power of two up to 32, then to multiples of 32, at most `chunk`) so a live stream
+    and a test set reuse a handful of compiled shapes instead of compiling one per batch size.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    model.compile(jit_compile=bool(jit and backend in ("tensorflow", "jax")))
+
+    def predict(x: Arrays) -> Any:
+        n = _n_samples(x)
+        if n == 0:
+            raise TrainingError("nothing to predict: no faces")
+        parts = []
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n))
+            # Small batches round up to a power of two, larger ones to a multiple of 32 (less padding).
+            size = 1 << max(0, int(len(idx) - 1).bit_length()) if len(idx) <= 32 else -(-len(idx) // 32) * 32
+            padded = np.concatenate([idx, np.full(size - len(idx), idx[-1])])
+            parts.append((model.predict_on_batch(_take(x, padded)), len(idx)))
+        first = parts[0][0]
+        if isinstance(first, Mapping):
+            return {k: np.concatenate([np.asarray(p[k])[:m] for p, m in parts]) for k in first}
+        if isinstance(first, (list, tuple)):
+            return [np.concatenate([np.asarray(p[j])[:m] for p, m in parts]) for j in range(len(first))]
+        return np.concatenate([np.asarray(p)[:m] for p, m in parts])
+
+    return predict

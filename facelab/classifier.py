@@ -1,0 +1,290 @@
+"""GRU face classifiers as scikit-learn-style estimators: `FaceClassifier(GRUConfig.preset("cnn-gru")).fit(split)`.
+
+Two kinds share one config: "gru" (the seed network: rows of the face as a sequence, two GRU layers)
+and "cnn-gru" (a conv stack whose feature-map rows feed a bidirectional GRU). Training goes through
+`facelab.training.fit_keras`; saving through `facelab.storage` bundles.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facelab.data import DataSplit, FaceDataset
+from facelab.errors import BadInputError, FaceLabError
+from facelab.preprocess import AugmentConfig, augment_faces
+from facelab.recognition import UNKNOWN, Identification
+from facelab.training import ProgressFn, StopRequest, TrainConfig
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_KINDS = ("gru", "cnn-gru")
+CELLS = ("gru", "lstm", "seed")
+
+
+@dataclass(frozen=True)
+class GRUConfig:
+    """Architecture and training of a GRU classifier; `GRUConfig.preset(kind)` gives the recommended one."""
+
+    kind: str = field(default="cnn-gru", metadata={"help": "gru = seed network, cnn-gru = conv -> GRU hybrid",
+                                                   "choices": CLASSIFIER_KINDS})
+    units: int = field(default=128, metadata={"help": "units per recurrent layer", "min": 8, "max": 512})
+    layers: int = field(default=1, metadata={"help": "number of recurrent layers", "min": 1, "max": 4})
+    cell: str = field(default="gru", metadata={"help": "recurrent cell: gru (Cho et al.), lstm, or the seed "
+                                                       "document's gated cell", "choices": CELLS})
+    bidirectional: bool = field(default=True, metadata={"help": "read the rows top-down and bottom-up"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout after recurrent layers", "min": 0.0, "max": 0.8})
+    conv_blocks: int = field(default=2, metadata={"help": "cnn-gru: conv blocks (each halves the size)",
+                                                  "min": 1, "max": 4})
+    base_filters: int = field(default=16, metadata={"help": "cnn-gru: filters of the first block (doubling "
+                                                            "per block)", "min": 4, "max": 128})
+    dense_units: int = field(default=0, metadata={"help": "cnn-gru: a dense layer before the softmax; 0 = none",
+                                                  "min": 0, "max": 1024})
+    standardize: bool = field(default=True, metadata={"help": "standardise each face (zero mean, unit variance)"})
+    threshold: float = field(default=0.5, metadata={"help": "answer 'unknown' below this probability",
+                                                    "min": 0.0, "max": 1.0})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLASSIFIER_KINDS:
+            raise BadInputError(f"unknown classifier kind {self.kind!r}; choose one of {', '.join(CLASSIFIER_KINDS)}")
+        if self.cell not in CELLS:
+            raise BadInputError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+
+    @classmethod
+    def preset(cls, kind: str) -> GRUConfig:
+        """The recommended config of a kind: "gru" keeps the seed architecture, with our training recipe."""
+        if kind == "gru":
+            # Seed architecture: GRU(128, sequences) -> GRU(128) -> softmax, nothing added but the
+            # weightless per-face standardisation. The recipe is the training.
+            return cls(kind="gru", units=128, layers=2, cell="gru", bidirectional=False, dropout=0.0,
+                       standardize=True,
+                       train=TrainConfig(epochs=80, batch_size=16, learning_rate=2e-3, clipnorm=1.0,
+                                         lr_schedule="cosine", warmup_epochs=3, augment=True, label_smoothing=0.1))
+        if kind == "cnn-gru":
+            return cls(kind="cnn-gru", units=128, layers=1, cell="gru", bidirectional=True, dropout=0.3,
+                       conv_blocks=2, base_filters=16, standardize=True,
+                       train=TrainConfig(epochs=40, batch_size=16, learning_rate=2e-3, clipnorm=1.0,
+                                         lr_schedule="cosine", warmup_epochs=2, augment=True, label_smoothing=0.1))
+        raise BadInputError(f"unknown classifier kind {kind!r}; choose one of {', '.join(CLASSIFIER_KINDS)}")
+
+
+def build_model(config: GRUConfig, people: int, image_size: int):
+    """The uncompiled Keras model for a config: (N, S, S) faces -> (N, people) probabilities."""
+    from facelab.models.gru import build_cnn_gru, build_seed_gru
+
+    if config.kind == "gru":
+        return build_seed_gru(people, image_size, config.units, config.layers, config.cell, config.bidirectional,
+                              config.dropout, config.standardize)
+    filters = tuple(config.base_filters * 2**i for i in range(config.conv_blocks))
+    return build_cnn_gru(people, image_size, filters, config.units, config.layers, config.cell, config.bidirectional,
+                         config.dropout, config.dense_units, config.standardize)
+
+
+class ClassifierRecognizer:
+    """A classifier as a `Recognizer`: the most probable person, or "unknown" below `threshold`."""
+
+    def __init__(self, predict_proba, names: list[str], threshold: float) -> None:
+        self.predict_proba = predict_proba
+        self.names = list(names)
+        self.threshold = float(threshold)
+
+    def identify(self, faces: np.ndarray) -> list[Identification]:
+        """One answer per (N, S, S) face, with the three most probable people."""
+        if len(faces) == 0:
+            return []
+        probs = self.predict_proba(faces)
+        out = []
+        for p in probs:
+            order = np.argsort(p)[::-1][:3]
+            best = float(p[order[0]])
+            known = best >= self.threshold
+            out.append(Identification(self.names[order[0]] if known else UNKNOWN, best, known,
+                                      [(self.names[i], float(p[i])) for i in order]))
+        return out
+
+
+class FaceClassifier:
+    """A GRU or CNN->GRU face classifier; `fit(split)` trains it, `recognizer()` names faces."""
+
+    def __init__(self, config: GRUConfig | None = None) -> None:
+        self.config = config or GRUConfig.preset("cnn-gru")
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    # ------------------------------------------------------------------------------------ training
+    def fit(self, split: DataSplit, on_epoch: ProgressFn | None = None, on_batch: ProgressFn | None = None,
+            stop: StopRequest | None = None) -> FaceClassifier:
+        """Train on split.train, selecting the best epoch on split.val (if any); split.test is not touched."""
+        import keras
+
+        from facelab.training import fit_keras, seed_everything
+
+        train, val = split.train, split.val
+        if len(train.images) == 0:
+            raise FaceLabError("the training split is empty")
+        people = train.n_people
+        present = np.unique(train.labels)
+        if len(present) < 2:
+            raise FaceLabError(f"training needs at least 2 people; the training split has {len(present)}")
+        cfg = self.config.train
+        seed_everything(cfg.seed)
+        model = build_model(self.config, people, train.image_size[0])
+        x = train.images.astype(np.float32)
+        y = keras.utils.to_categorical(train.labels, people).astype(np.float32)
+        validation = None
+        if len(val.images):
+            validation = (val.images.astype(np.float32), keras.utils.to_categorical(val.labels, people).astype(np.float32))
+        augment = AugmentConfig()
+
+        def transform(xb, yb, rng):
+            return augment_faces(xb, rng, augment), yb
+
+        result = fit_keras(
+            model, x, y, config=cfg, validation=validation,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            metrics=["accuracy"], transform=transform if cfg.augment else None,
+            on_epoch=on_epoch, on_batch=on_batch, stop=stop, batch_interval_s=0.1,
+        )
+        self.keras_model_ = model
+        self.names_ = list(train.names)
+        self.image_size_ = train.image_size[0]
+        self.history_ = result.history
+        self.epochs_run_ = result.epochs_run
+        self.best_epoch_ = result.best_epoch
+        self.train_seconds_ = result.seconds
+        self.stopped_ = result.stopped
+        self.data_source_ = train.source
+        self.n_train_ = int(len(train.images))
+        self.metrics_: dict = {}
+        self._ready()
+        return self
+
+    def _ready(self) -> None:
+        from facelab.models.gru import embedding_model
+        from facelab.training import compiled_predictor
+
+        self._lock = threading.Lock()  # one inference at a time: a live stream and a page may share the model
+        self._proba = compiled_predictor(self.keras_model_)
+        self._embed = compiled_predictor(embedding_model(self.keras_model_))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "keras_model_"):
+            raise FaceLabError("this classifier is not trained yet: call fit() or load a saved model")
+
+    def _faces(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces, np.float32)
+        if faces.ndim == 2:
+            faces = faces[None]
+        if faces.ndim != 3 or faces.shape[1:] != (self.image_size_, self.image_size_):
+            raise BadInputError(f"faces must be (N, {self.image_size_}, {self.image_size_}); got {faces.shape}")
+        return faces
+
+    # ----------------------------------------------------------------------------------- inference
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """(N, S, S) faces -> (N, people) probabilities, through the compiled inference path."""
+        self._check_fitted()
+        faces = self._faces(faces)
+        with self._lock:
+            return np.asarray(self._proba(faces), np.float32)
+
+    def predict(self, faces: np.ndarray) -> list[str]:
+        """The most probable name for each face (no threshold)."""
+        return [self.names_[i] for i in self.predict_proba(faces).argmax(axis=1)]
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """(N, S, S) faces -> (N, D) float32 embeddings (the input of the softmax)."""
+        self._check_fitted()
+        faces = self._faces(faces)
+        with self._lock:
+            return np.asarray(self._embed(faces), np.float32)
+
+    def recognizer(self, threshold: float | None = None) -> ClassifierRecognizer:
+        """A `Recognizer` answering "unknown" below `threshold` (default: the config's)."""
+        self._check_fitted()
+        return ClassifierRecognizer(self.predict_proba, self.names_,
+                                    self.config.threshold if threshold is None else threshold)
+
+    # ---------------------------------------------------------------------------------- evaluation
+    def evaluate(self, test: FaceDataset) -> dict:
+        """Accuracy, top5, confusion, per_person, infer_ms_per_face (and one-face latency) on a test set."""
+        from facelab.evaluation import score_metrics, time_per_face
+
+        self._check_fitted()
+        if list(test.names) != self.names_:
+            raise FaceLabError("the test set's people differ from the ones this model was trained on")
+        faces = self._faces(test.images)
+        metrics = score_metrics(test.labels, self.predict_proba(faces), self.names_)
+        metrics.update(time_per_face(self.predict_proba, faces))
+        self.metrics_ = metrics
+        return metrics
+
+    # ----------------------------------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        """Save as a bundle folder (model, config, names, metrics, history); returns the folder."""
+        from facelab.registry import config_to_dict
+        from facelab.storage import save_bundle
+
+        self._check_fitted()
+        meta = {
+            "kind": self.kind, "config": config_to_dict(self.config), "names": self.names_,
+            "input_size": [self.image_size_, self.image_size_],
+            "preprocessing": {"face": "grey float32 in [0, 1]", "size": self.image_size_,
+                              "standardize": self.config.standardize},
+            "data_source": self.data_source_, "metrics": self.metrics_, "history": self.history_,
+            "training": {"epochs_run": self.epochs_run_, "best_epoch": self.best_epoch_,
+                         "seconds": self.train_seconds_, "stopped": self.stopped_, "n_train": self.n_train_},
+        }
+        return save_bundle(path, self.keras_model_, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceClassifier:
+        """Load a classifier bundle saved by `save`."""
+        import facelab.models.gru  # noqa: F401  (registers the custom layers for safe-mode loading)
+        from facelab.registry import config_from_dict
+        from facelab.storage import load_bundle
+
+        bundle = load_bundle(path)
+        meta = bundle.meta
+        if meta["kind"] not in CLASSIFIER_KINDS:
+            raise BadInputError(f"{path}: holds a {meta['kind']!r} model, not a GRU classifier")
+        try:
+            config = config_from_dict(meta["kind"], meta.get("config") or {})
+        except (TypeError, FaceLabError) as err:
+            raise BadInputError(f"{path}: bundle config is not a GRU classifier config ({err})") from None
+        names = [str(n) for n in meta.get("names") or []]
+        if len(names) != int(bundle.model.outputs[0].shape[-1]):
+            raise BadInputError(f"{path}: bundle lists {len(names)} people but the model has "
+                                f"{bundle.model.outputs[0].shape[-1]} outputs")
+        self = cls(config)
+        self.keras_model_ = bundle.model
+        self.names_ = names
+        self.image_size_ = int(meta.get("input_size", [64])[0])
+        self.history_ = meta.get("history") or {}
+        training = meta.get("training") or {}
+        self.epochs_run_ = training.get("epochs_run", 0)
+        self.best_epoch_ = training.get("best_epoch")
+        self.train_seconds_ = training.get("seconds", 0.0)
+        self.stopped_ = training.get("stopped", False)
+        self.n_train_ = training.get("n_train", 0)
+        self.data_source_ = meta.get("data_source", "")
+        self.metrics_ = meta.get("metrics") or {}
+        self._ready()
+        return self
+
+    def with_config(self, **overrides) -> FaceClassifier:
+        """A new, untrained classifier with some config fields replaced."""
+        from facelab.registry import replace_config
+
+        return FaceClassifier(replace_config(self.config, **overrides))
+
+    def __repr__(self) -> str:
+        state = f"{len(self.names_)} people" if hasattr(self, "names_") else "untrained"
+        return f"FaceClassifier({self.kind}, {state})"
+

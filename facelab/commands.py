@@ -1,0 +1,281 @@
+"""The model commands of `python -m facelab`: `train`, `evaluate` and `identify`, for every model kind.
+
+Config flags (`--units`, `--learning-rate`, `--augment/--no-augment`, ...) are generated from the config
+dataclasses' fields (`facelab.registry.config_fields`); a flag applies to the kinds whose config has
+that field. Kinds are resolved through `facelab.registry`, which imports their modules only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from facelab.errors import BadInputError, FaceLabError
+from facelab.registry import CLASSIFIER_KINDS, MODEL_KINDS, ConfigField, config_fields
+
+log = logging.getLogger(__name__)
+
+# `--seed` seeds both the split and training, so the config's own seed field gets no flag of its own.
+_NO_FLAG = {"seed"}
+
+
+def _config_classes() -> list[type]:
+    """The config classes whose modules import here (the autoencoder module may be absent)."""
+    from facelab.classifier import GRUConfig
+
+    classes: list[type] = [GRUConfig]
+    try:
+        from facelab.autoencoder import AEConfig
+    except ImportError:
+        return classes
+    return classes + [AEConfig]
+
+
+def _all_fields() -> dict[str, ConfigField]:
+    fields: dict[str, ConfigField] = {}
+    for cls in _config_classes():
+        for f in config_fields(cls):
+            if f.name not in _NO_FLAG:
+                fields.setdefault(f.name, f)
+    return fields
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("model settings (default: the kind's preset; each applies to the kinds "
+                                 "that have it)")
+    for f in _all_fields().values():
+        flag = "--" + f.name.replace("_", "-")
+        limits = f" [{f.min:g}..{f.max:g}]" if f.min is not None and f.max is not None else ""
+        if f.type is bool:
+            group.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=f.help)
+        else:
+            group.add_argument(flag, dest=f.name, default=None, type=f.type, choices=f.choices,
+                               help=f"{f.help}{limits}", metavar=None if f.choices else f.type.__name__.upper())
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in _all_fields() if getattr(args, name, None) is not None}
+
+
+def _config(kind: str, args: argparse.Namespace):
+    """The kind's preset with the given flags applied; flags the kind does not have are refused."""
+    from facelab.registry import config_class, config_for
+
+    overrides = _overrides(args)
+    own = {f.name for f in config_fields(config_class(kind))}
+    foreign = sorted(set(overrides) - own)
+    if foreign:
+        flags = ", ".join("--" + n.replace("_", "-") for n in foreign)
+        raise BadInputError(f"{flags} do(es) not apply to model kind {kind!r}")
+    if "seed" in own and getattr(args, "seed", None) is not None:
+        overrides["seed"] = args.seed
+    if "image_size" in own and getattr(args, "size", None) and "image_size" not in overrides:
+        overrides["image_size"] = args.size
+    return config_for(kind, **overrides)
+
+
+def _data_flags(p: argparse.ArgumentParser, train_default: int) -> None:
+    p.add_argument("--data", required=True, help="data source spec (see `python -m facelab data -h`)")
+    p.add_argument("--size", type=int, default=None, help="face size in pixels (default 64, or the config's image_size)")
+    p.add_argument("--train-per-person", type=int, default=train_default,
+                   help=f"training images per person (default {train_default}); the rest are test images")
+    p.add_argument("--val-per-person", type=int, default=None,
+                   help="of those, images held out for validation (model selection, thresholds); default 0 for "
+                        "GRU classifiers (fixed epoch budget), 1 for autoencoders (threshold calibration)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
+
+
+def _load_split(args: argparse.Namespace, kind: str, config=None):
+    from facelab import FACE_SIZE
+    from facelab.data import load_dataset, split_dataset
+
+    size = getattr(config, "image_size", None) or args.size or FACE_SIZE
+    ds = load_dataset(args.data, image_size=size)
+    val = args.val_per_person if args.val_per_person is not None else (0 if kind in CLASSIFIER_KINDS else 1)
+    split = split_dataset(ds, train_per_person=args.train_per_person, val_per_person=val, seed=args.seed)
+    for s in ds.skipped:
+        log.warning("skipped %s: %s", s.path, s.reason)
+    return ds, split, val
+
+
+def _fit(model, split, verbose: bool) -> float:
+    def on_epoch(p) -> None:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in p.logs.items() if k in ("loss", "accuracy", "val_loss",
+                                                                            "val_accuracy"))
+        log.info("epoch %d/%d %s (%.0f s, ETA %.0f s)", p.epoch, p.epochs, shown, p.elapsed_s, p.eta_s or 0)
+
+    start = time.perf_counter()
+    model.fit(split, on_epoch=on_epoch if verbose else None)
+    return time.perf_counter() - start
+
+
+def _result(model, kind: str, ds, split, args, val: int, train_seconds: float, metrics: dict) -> dict:
+    from facelab.device import device_info
+    from facelab.registry import config_to_dict
+
+    history = getattr(model, "history_", {}) or {}
+    out = {
+        "model": kind, "data": ds.source, "people": ds.n_people, "n_train": len(split.train.images),
+        "n_val": len(split.val.images), "n_test": len(split.test.images), "train_per_person": args.train_per_person,
+        "val_per_person": val, "seed": args.seed,
+        "accuracy": metrics.get("accuracy"), "top5": metrics.get("top5"),
+        "train_seconds": round(train_seconds, 2), "infer_ms_per_face": metrics.get("infer_ms_per_face"),
+        "epochs_run": len(history.get("loss", [])), "best_epoch": getattr(model, "best_epoch_", None),
+    }
+    out.update({k: v for k, v in metrics.items() if k not in out and k != "confusion"})
+    out["config"] = config_to_dict(model.config)
+    out["device"] = device_info().label()
+    return out
+
+
+# ------------------------------------------------------------------------------------------- train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=MODEL_KINDS, help="model kind")
+    _data_flags(p, train_default=5)
+    p.add_argument("--out", required=True, help="folder to save the model bundle in")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_config_flags(p)
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    """Train a model kind on a data source and save it as a bundle."""
+    from facelab.registry import create_model
+
+    config = _config(args.kind, args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: exists and is not a folder")
+    ds, split, val = _load_split(args, args.kind, config)
+    model = create_model(config)
+    seconds = _fit(model, split, args.verbose)
+    metrics = model.evaluate(split.test) if len(split.test.images) else {}
+    path = model.save(out)
+    result = _result(model, args.kind, ds, split, args, val, seconds, metrics)
+    result["bundle"] = str(path)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        acc = f", test accuracy {metrics['accuracy']:.1%} on {result['n_test']} faces" if metrics else ""
+        print(f"trained {args.kind} on {result['n_train']} faces of {ds.n_people} people in {seconds:.0f} s "
+              f"({result['epochs_run']} epochs){acc}; saved to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help=f"a model kind ({', '.join(MODEL_KINDS)}) to train and test, or a saved bundle "
+                                 "to test on the same split")
+    _data_flags(p, train_default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_config_flags(p)
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    """Train on K images per person, test on the rest, report accuracy, top-5 and speed."""
+    from facelab.registry import bundle_kind, create_model, load_model
+
+    if args.model in MODEL_KINDS:
+        kind = args.model
+        config = _config(kind, args)
+        ds, split, val = _load_split(args, kind, config)
+        model = create_model(config)
+        seconds = _fit(model, split, args.verbose)
+    else:
+        path = Path(args.model)
+        if not path.exists():
+            raise BadInputError(f"{args.model}: neither a model kind ({', '.join(MODEL_KINDS)}) nor a saved bundle")
+        kind = bundle_kind(path)
+        if _overrides(args):
+            raise BadInputError("model settings flags apply when training a kind, not to a saved bundle")
+        model = load_model(path)
+        args.size = args.size or getattr(model, "image_size_", None)
+        ds, split, val = _load_split(args, kind, model.config)
+        seconds = 0.0
+    if not len(split.test.images):
+        raise BadInputError(f"{ds.source}: no test images left with {args.train_per_person} training images per person")
+    metrics = model.evaluate(split.test)
+    result = _result(model, kind, ds, split, args, val, seconds, metrics)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{kind} on {ds.source}: accuracy {result['accuracy']:.1%}, top-5 {result['top5']:.1%} "
+              f"({result['n_test']} test faces, {result['n_train']} training faces); trained in "
+              f"{seconds:.0f} s, {result['epochs_run']} epochs; {result['infer_ms_per_face']:.2f} ms per face")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- identify
+def _identify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a saved model bundle (folder)")
+    p.add_argument("images", nargs="+", help="photos or face crops")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="answer 'unknown' below this score (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _faces_in(img_bgr, detector, size: int) -> list:
+    """Every face in a photo; a small image with no detectable face is taken as a crop of one face."""
+    from facelab.data import CROP_MAX_SIDE
+    from facelab.preprocess import Box, DetectedFace, extract_faces, to_face
+
+    found = extract_faces(img_bgr, detector, size)
+    if not found and max(img_bgr.shape[:2]) <= CROP_MAX_SIDE:
+        h, w = img_bgr.shape[:2]
+        found = [DetectedFace(Box(0, 0, w, h), to_face(img_bgr, size), False)]
+    return found
+
+
+def _identify_run(args: argparse.Namespace) -> int:
+    """Name every face in photos with a saved model ("unknown" below the threshold)."""
+    import numpy as np
+
+    from facelab.images import read_image
+    from facelab.preprocess import FaceDetector
+    from facelab.registry import load_model
+
+    model = load_model(args.bundle)
+    size = int(getattr(model, "image_size_", 0) or getattr(model.config, "image_size", 64))
+    recognizer = model.recognizer(args.threshold)
+    detector = FaceDetector()
+    results, failed = [], 0
+    for name in args.images:
+        try:
+            img = read_image(Path(name), name=name)
+        except FaceLabError as err:
+            failed += 1
+            print(f"error: {err}", file=sys.stderr)
+            results.append({"image": name, "error": str(err), "faces": []})
+            continue
+        found = _faces_in(img, detector, size)
+        answers = recognizer.identify(np.stack([f.face for f in found])) if found else []
+        faces = [{"box": f.box.as_dict(), "name": a.name, "probability": round(float(a.confidence), 4),
+                  "known": bool(a.known), "top": [[n, round(float(s), 4)] for n, s in a.top]}
+                 for f, a in zip(found, answers)]
+        results.append({"image": name, "faces": faces})
+    if args.json:
+        print(json.dumps({"model": str(args.bundle), "kind": model.kind, "threshold": recognizer.threshold,
+                          "images": results}, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                continue
+            if not r["faces"]:
+                print(f"{r['image']}: no face found")
+            for i, f in enumerate(r["faces"], start=1):
+                b = f["box"]
+                extra = "" if f["known"] else f" (best guess {f['top'][0][0]})"
+                print(f"{r['image']}: face {i} at x={b['x']} y={b['y']} w={b['w']} h={b['h']}: {f['name']} "
+                      f"p={f['probability']:.2f}{extra}")
+    return 2 if failed else 0
+
+
+COMMANDS = {
+    "train": (_train_args, _train_run),
+    "evaluate": (_evaluate_args, _evaluate_run),
+    "identify": (_identify_args, _identify_run),
+}

@@ -1,0 +1,77 @@
+"""Evaluation shared by every recogniser: accuracy, top-5, confusion, per-person accuracy, timing.
+
+Functions take plain arrays (scores or predicted names), so classifiers (probabilities) and
+embedding galleries (answers by name) are measured the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+
+from facelab.errors import FaceLabError
+
+
+def score_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str], k: int = 5) -> dict:
+    """Metrics from (N,) true label indices and (N, people) scores (higher = more likely).
+
+    Returns accuracy, top5 (top-k with k = min(5, people)), confusion (people x people list of lists,
+    rows = true person), per_person ({name: accuracy}, people absent from `labels` left out) and n.
+    """
+    labels = np.asarray(labels, np.int64)
+    scores = np.asarray(scores, np.float64)
+    if len(labels) == 0:
+        raise FaceLabError("nothing to evaluate: the test split is empty")
+    if scores.shape != (len(labels), len(names)):
+        raise FaceLabError(f"scores have shape {scores.shape}; expected ({len(labels)}, {len(names)})")
+    predicted = scores.argmax(axis=1)
+    k = min(k, len(names))
+    top = top_k_accuracy_score(labels, scores, k=k, labels=np.arange(len(names))) if k < len(names) else 1.0
+    out = label_metrics(labels, predicted, names)
+    out["top5"] = float(top)
+    return out
+
+
+def label_metrics(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+    """accuracy, confusion, per_person and n from true and predicted label indices (-1 = unknown/none)."""
+    labels = np.asarray(labels, np.int64)
+    predicted = np.asarray(predicted, np.int64)
+    people = np.arange(len(names))
+    cm = confusion_matrix(labels, predicted, labels=people)  # an "unknown" (-1) answer lands in no column
+    per_person = {names[i]: float(cm[i, i] / row) for i, row in enumerate(cm.sum(axis=1)) if row}
+    return {"accuracy": float(np.mean(predicted == labels)), "confusion": cm.tolist(),
+            "per_person": per_person, "n": int(len(labels))}
+
+
+def name_metrics(true_names: Sequence[str], answers: Sequence[str], names: Sequence[str],
+                 unknown: str = "unknown") -> dict:
+    """Metrics for answers by name (a gallery's identify): label_metrics plus the share answered `unknown`."""
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[n] for n in true_names], np.int64)
+    predicted = np.array([index.get(a, -1) for a in answers], np.int64)
+    out = label_metrics(labels, predicted, names)
+    out["unknown_rate"] = float(np.mean([a == unknown for a in answers])) if len(answers) else 0.0
+    return out
+
+
+def time_per_face(fn: Callable[[np.ndarray], object], faces: np.ndarray, repeats: int = 3) -> dict:
+    """Inference time of `fn` (warmed up first): ms per face over the whole batch, and for one face alone.
+
+    Returns {"infer_ms_per_face": batch time / N (best of `repeats`), "latency_ms_one_face": one face (median)}.
+    """
+    if len(faces) == 0:
+        raise FaceLabError("no faces to time")
+    fn(faces)
+    fn(faces[:1])
+    batch = min(_timed(fn, faces) for _ in range(repeats))
+    single = float(np.median([_timed(fn, faces[:1]) for _ in range(max(5, repeats))]))
+    return {"infer_ms_per_face": 1000 * batch / len(faces), "latency_ms_one_face": 1000 * single}
+
+
+def _timed(fn: Callable[[np.ndarray], object], faces: np.ndarray) -> float:
+    start = time.perf_counter()
+    fn(faces)
+    return time.perf_counter() - start

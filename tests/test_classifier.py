@@ -1,0 +1,113 @@
+"""FaceClassifier on real Olivetti faces: it learns, evaluates, recognises, stops, and survives save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from facelab.classifier import FaceClassifier, GRUConfig
+from facelab.data import split_dataset
+from facelab.errors import BadInputError, FaceLabError
+from facelab.recognition import UNKNOWN
+from facelab.registry import config_for, create_model, load_model, replace_config
+from facelab.training import StopRequest
+
+
+def _quick(kind: str, **train) -> GRUConfig:
+    base = GRUConfig.preset(kind)
+    return replace_config(base, **{"epochs": 8, "warmup_epochs": 1, **train})
+
+
+@pytest.fixture(scope="module")
+def split(olivetti):
+    return split_dataset(olivetti, train_per_person=5, val_per_person=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(split):
+    """A CNN->GRU trained for 8 epochs (about 10 s on 2 cores), selected on the validation faces."""
+    epochs = []
+    clf = FaceClassifier(_quick("cnn-gru")).fit(split, on_epoch=epochs.append)
+    return clf, epochs
+
+
+def test_cnn_gru_learns_and_evaluates(trained, split):
+    clf, epochs = trained
+    assert [p.epoch for p in epochs] == list(range(1, 9))
+    assert clf.epochs_run_ == 8 and 1 <= clf.best_epoch_ <= 8
+    assert set(clf.history_) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    metrics = clf.evaluate(split.test)
+    assert metrics["accuracy"] > 0.4  # chance is 2.5%; the full recipe reaches about 98%
+    assert metrics["top5"] >= metrics["accuracy"]
+    assert len(metrics["confusion"]) == 40 and sum(map(sum, metrics["confusion"])) == len(split.test.images)
+    assert len(metrics["per_person"]) == 40
+    assert metrics["infer_ms_per_face"] > 0 and metrics["latency_ms_one_face"] > 0
+    assert clf.metrics_ is metrics
+
+
+def test_probabilities_embeddings_and_recognizer(trained, split):
+    clf, _ = trained
+    faces = split.test.images[:6]
+    probs = clf.predict_proba(faces)
+    assert probs.shape == (6, 40) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert clf.embed(faces).shape == (6, 256)  # bidirectional GRU(128)
+    assert clf.predict_proba(faces[0]).shape == (1, 40)  # a single face is accepted
+    answers = clf.recognizer(threshold=0.0).identify(faces)
+    assert [a.name for a in answers] == clf.predict(faces)
+    assert all(a.known and len(a.top) == 3 and a.top[0][1] == pytest.approx(a.confidence) for a in answers)
+    assert all(a.name == UNKNOWN and not a.known for a in clf.recognizer(threshold=1.01).identify(faces))
+    with pytest.raises(BadInputError, match="faces must be"):
+        clf.predict_proba(np.zeros((2, 32, 32), np.float32))
+
+
+def test_save_load_round_trip(trained, split, tmp_path):
+    clf, _ = trained
+    path = clf.save(tmp_path / "cnn")
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["kind"] == "cnn-gru" and meta["names"][0] == "person-01" and meta["input_size"] == [64, 64]
+    assert meta["config"]["train"]["epochs"] == 8 and meta["history"]["loss"] and meta["versions"]["keras"]
+    assert meta["data_source"].startswith("olivetti")
+    loaded = load_model(path)
+    assert isinstance(loaded, FaceClassifier) and loaded.config == clf.config and loaded.names_ == clf.names_
+    faces = split.test.images[:10]
+    np.testing.assert_allclose(loaded.predict_proba(faces), clf.predict_proba(faces), atol=1e-5)
+
+
+def test_seed_gru_learns_a_few_people(olivetti):
+    small = olivetti.subset(np.flatnonzero(olivetti.labels < 10))
+    small.names = small.names[:10]
+    split = split_dataset(small, train_per_person=5, val_per_person=0, seed=0)
+    clf = FaceClassifier(_quick("gru", epochs=12)).fit(split)
+    assert clf.best_epoch_ == clf.epochs_run_ == 12  # no validation: the final weights are kept
+    assert clf.evaluate(split.test)["accuracy"] > 0.4  # chance is 10%
+
+
+def test_stop_request_keeps_a_usable_model(split):
+    stop = StopRequest()
+    seen = []
+
+    def on_batch(p):
+        seen.append(p)
+        stop.request()
+
+    clf = FaceClassifier(_quick("gru", epochs=50)).fit(split, on_batch=on_batch, stop=stop)
+    assert clf.stopped_ and clf.epochs_run_ <= 1
+    assert len(seen) == 1 and seen[0].eta_s is not None
+    assert np.isfinite(clf.predict_proba(split.test.images[:2])).all()
+
+
+def test_configs_and_errors(split, tmp_path):
+    seed = GRUConfig.preset("gru")
+    assert (seed.units, seed.layers, seed.cell, seed.bidirectional, seed.dropout) == (128, 2, "gru", False, 0.0)
+    cfg = config_for("cnn-gru", units=64, cell="seed", epochs=3)
+    assert cfg.units == 64 and cfg.cell == "seed" and cfg.train.epochs == 3
+    assert isinstance(create_model(cfg), FaceClassifier)
+    with pytest.raises(BadInputError):
+        GRUConfig(kind="rnn")
+    with pytest.raises(FaceLabError, match="not trained"):
+        FaceClassifier().predict_proba(split.test.images[:1])
+    (tmp_path / "x").mkdir()
+    with pytest.raises(BadInputError, match="not a FaceLab model bundle"):
+        FaceClassifier.load(tmp_path / "x")

@@ -1,0 +1,86 @@
+"""`python -m facelab train/evaluate/identify` on real faces: JSON keys, photo folders, bundles, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from facelab.cli import main
+from tests.helpers import photo_with_faces
+
+KEYS = {"model", "data", "people", "n_train", "n_test", "accuracy", "top5", "train_seconds", "infer_ms_per_face",
+        "epochs_run"}
+
+
+@pytest.fixture(scope="module")
+def photo_folder(olivetti_uint8, tmp_path_factory):
+    """Six people, six uncropped 320x240 photos each, made from their Olivetti faces."""
+    faces, labels = olivetti_uint8
+    root = tmp_path_factory.mktemp("photos")
+    for person in (0, 2, 3, 4, 5, 6):  # person 1's faces are mostly missed by the Haar detector at this size
+        (root / f"p{person}").mkdir()
+        for j, face in enumerate(faces[labels == person][:6]):
+            cv2.imwrite(str(root / f"p{person}" / f"{j}.jpg"), photo_with_faces([face]))
+    return root
+
+
+def _json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_evaluate_json_on_a_folder_of_photos(photo_folder, capsys):
+    code = main(["evaluate", "cnn-gru", "--data", str(photo_folder), "--train-per-person", "4", "--seed", "1",
+                 "--epochs", "2", "--units", "16", "--json"])
+    assert code == 0
+    out = _json(capsys)
+    assert KEYS <= set(out)
+    assert out["model"] == "cnn-gru" and out["people"] == 6
+    assert out["n_train"] == 24 and out["n_test"] == 12 and out["epochs_run"] == 2
+    assert 0 <= out["accuracy"] <= out["top5"] <= 1
+    assert out["config"]["units"] == 16 and out["config"]["train"]["seed"] == 1
+    assert out["data"].startswith("folder")
+
+
+def test_train_then_identify_photos(olivetti_dir, olivetti_uint8, tmp_path, capsys):
+    bundle = tmp_path / "seed-gru"
+    code = main(["train", "gru", "--data", f"olivetti:{olivetti_dir}", "--epochs", "2", "--units", "16",
+                 "--out", str(bundle), "--json"])
+    assert code == 0
+    out = _json(capsys)
+    assert out["bundle"] == str(bundle) and (bundle / "meta.json").is_file()
+    assert out["n_train"] == 200 and out["n_test"] == 200
+
+    faces, labels = olivetti_uint8
+    photo = tmp_path / "two.png"
+    cv2.imwrite(str(photo), photo_with_faces([faces[0], faces[25]], width=400))
+    crop = tmp_path / "crop.png"
+    cv2.imwrite(str(crop), faces[3])  # a small face crop is used whole
+    assert main(["identify", str(bundle), str(photo), str(crop), "--json", "--threshold", "0"]) == 0
+    result = _json(capsys)
+    two, one = result["images"]
+    assert len(two["faces"]) == 2 and two["faces"][0]["box"]["w"] > 60
+    assert all(f["name"].startswith("person-") and 0 <= f["probability"] <= 1 for f in two["faces"])
+    assert len(one["faces"]) == 1 and one["faces"][0]["box"] == {"x": 0, "y": 0, "w": 64, "h": 64}
+
+    assert main(["identify", str(bundle), str(photo), "--threshold", "1.01"]) == 0
+    assert "unknown" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    assert main(["identify", str(bundle), str(bad), str(crop)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("error:") == 1 and "bad.jpg" in captured.err
+    assert "crop.png: face 1" in captured.out
+
+
+def test_bad_models_and_flags(tmp_path, photo_folder, capsys):
+    assert main(["identify", str(tmp_path), str(tmp_path / "x.jpg")]) == 2
+    assert "not a FaceLab model bundle" in capsys.readouterr().err
+    assert main(["evaluate", "nothing-here", "--data", "synthetic"]) == 2
+    assert "neither a model kind" in capsys.readouterr().err
+    assert main(["evaluate", "gru", "--data", str(photo_folder), "--gallery-k", "3"]) == 2
+    assert "--gallery-k" in capsys.readouterr().err
+    assert main(["evaluate", "gru", "--data", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
