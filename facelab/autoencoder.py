@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +47,20 @@ class AEConfig:
     hidden_units: int = field(default=0, metadata={"help": "dense depth: a hidden layer of this width on each "
                                                            "side (ae-dense); 0 = the seed's single layer",
                                                    "min": 0, "max": 4096})
+    code_activation: str = field(default="linear", metadata={"help": "activation of the code layer (the seed: "
+                                                                      "relu)", "choices": ("linear", "relu")})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the code layer", "min": 0.0, "max": 0.8})
     noise_std: float = field(default=0.0, metadata={"help": "denoising: Gaussian noise added to inputs while "
                                                             "training (targets stay clean)", "min": 0.0, "max": 0.5})
-    metric_weight: float = field(default=0.0, metadata={"help": "weight of the identity (softmax) loss on the "
-                                                                "code next to reconstruction; 0 = plain "
-                                                                "reconstruction", "min": 0.0, "max": 10.0})
+    metric_weight: float = field(default=0.0, metadata={"help": "weight of the metric-learning (large-margin "
+                                                                "cosine) loss on the code next to "
+                                                                "reconstruction; 0 = plain reconstruction",
+                                                        "min": 0.0, "max": 10.0})
+    head_scale: float = field(default=16.0, metadata={"help": "identity head: softmax scale of the cosines",
+                                                      "min": 1.0, "max": 64.0})
+    head_margin: float = field(default=0.2, metadata={"help": "identity head: cosine margin between people "
+                                                              "(CosFace); 0 = plain cosine softmax",
+                                                      "min": 0.0, "max": 0.6})
     normalize_embedding: bool = field(default=True, metadata={"help": "unit-length embeddings (cosine geometry)"})
     gallery_mode: str = field(default="all", metadata={"help": "gallery keeps all codes per person or their mean",
                                                        "choices": MODES})
@@ -81,8 +88,9 @@ class AEConfig:
         """The recommended settings of a kind; `ae-dense` is exactly the seed (Adam 1e-3, batch 256, 50 epochs)."""
         if kind == "ae-dense":
             # The seed: no augmentation, no clipping, constant learning rate, relu code.
-            return cls(kind=kind, train=TrainConfig(epochs=50, batch_size=256, learning_rate=1e-3, clipnorm=0.0,
-                                                    lr_schedule="constant", augment=False))
+            return cls(kind=kind, code_activation="relu",
+                       train=TrainConfig(epochs=50, batch_size=256, learning_rate=1e-3, clipnorm=0.0,
+                                         lr_schedule="constant", augment=False))
         if kind == "ae-conv":
             return cls(kind=kind, train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3,
                                                     lr_schedule="cosine", augment=True))
@@ -117,10 +125,12 @@ class FaceAutoencoder:
 
         c = self.config
         if c.kind == "ae-dense":
-            encoder = build.build_dense_encoder(c.image_size, c.encoding_dim, c.hidden_units, c.dropout, "relu")
+            encoder = build.build_dense_encoder(c.image_size, c.encoding_dim, c.hidden_units, c.dropout,
+                                                c.code_activation)
             decoder = build.build_dense_decoder(c.image_size, c.encoding_dim, c.hidden_units)
         else:
-            encoder = build.build_conv_encoder(c.image_size, c.encoding_dim, c.blocks, c.filters, c.dropout, "linear")
+            encoder = build.build_conv_encoder(c.image_size, c.encoding_dim, c.blocks, c.filters, c.dropout,
+                                               c.code_activation)
             decoder = build.build_conv_decoder(c.image_size, c.encoding_dim, c.blocks, c.filters)
         name = c.kind.replace("-", "_")
         return build.join(encoder, decoder, n_people=n_people if c.head else 0, name=name)
@@ -130,7 +140,7 @@ class FaceAutoencoder:
             stop: StopRequest | None = None) -> FaceAutoencoder:
         """Train on `split.train` (validation loss on `split.val` keeps the best weights), enrol the training
         faces in `gallery_` and calibrate its threshold on `split.val` for the target false-accept rate."""
-        from facelab.models.autoencoder import IDENTITY, RECON
+        from facelab.models.autoencoder import IDENTITY, RECON, cosine_margin_loss
         from facelab.training import fit_keras, seed_everything
 
         c = self.config
@@ -155,7 +165,7 @@ class FaceAutoencoder:
 
         if c.head:
             y, _ = targets(train, x)
-            loss = {RECON: "mse", IDENTITY: "sparse_categorical_crossentropy"}
+            loss = {RECON: "mse", IDENTITY: cosine_margin_loss(c.head_scale, c.head_margin)}
             loss_weights = {RECON: 1.0, IDENTITY: c.metric_weight}
         else:
             y, loss, loss_weights = x, "mse", None
@@ -273,30 +283,36 @@ class FaceAutoencoder:
 
     # -------------------------------------------------------------------------------- evaluation
     def evaluate(self, test: FaceDataset) -> dict[str, Any]:
-        """Gallery identification of test faces (accuracy, top5, confusion, per_person, open-set rates at
-        the calibrated threshold), speed, and reconstruction quality (recon_mse, recon_psnr, recon_ssim)."""
+        """Gallery identification of test faces: accuracy, top5, confusion and per_person over enrolled people
+        (nearest person, threshold ignored), open-set rates at the calibrated threshold (tar; far and
+        unknown_share for faces of people not enrolled), speed, and recon_mse, recon_psnr, recon_ssim."""
         gallery = self._need_gallery()
         if len(test.images) == 0:
             raise FaceLabError("cannot evaluate: the test split has no faces")
+        from facelab.evaluation import score_metrics, time_per_face
+
         faces = self._faces(test.images)
-        self.embed(faces[:1])  # warm-up: the first call traces the function
-        start = time.perf_counter()
         codes = self.embed(faces)
         people, dist = gallery.distances(codes)
-        infer_ms = (time.perf_counter() - start) * 1000 / len(faces)
-
         truth = [test.names[i] for i in test.labels]
-        metrics = identification_metrics(truth, people, dist)
+        # Closed-set scores cover the faces of enrolled people; everyone else is measured open-set below.
+        index = {n: j for j, n in enumerate(people)}
+        enrolled = np.array([n in index for n in truth], bool)
+        if not enrolled.any():
+            raise FaceLabError("cannot evaluate: none of the test faces shows a person in the gallery")
+        labels = np.array([index[n] for n, e in zip(truth, enrolled) if e], np.int64)
+        metrics = score_metrics(labels, -dist[enrolled], people)
         rates = gallery.open_set_rates(codes, truth)
+        timing = time_per_face(lambda f: gallery.identify_codes(self.embed(f)), faces)
         recon = self.reconstruct(faces)
         metrics.update(
-            infer_ms_per_face=float(infer_ms),
+            timing,
             threshold=_finite(gallery.threshold),
-            tar=rates["tar"], unknown_share=rates["unknown_share"],
+            tar=rates["tar"], far=rates["far"], unknown_share=rates["unknown_share"],
             recon_mse=float(mse_per_image(faces, recon).mean()),
             recon_psnr=float(psnr_per_image(faces, recon).mean()),
             recon_ssim=float(ssim_per_image(faces, recon).mean()),
-            test_faces=len(faces), gallery_people=len(gallery),
+            confusion_names=list(people), gallery_people=len(gallery), not_enrolled_faces=int((~enrolled).sum()),
         )
         self.metrics_ = metrics
         return metrics
@@ -398,29 +414,6 @@ class FaceAutoencoder:
         if len(faces) == 0:
             return np.zeros((0, size, size), np.float32)
         return np.stack([to_face(f, size) for f in faces])
-
-
-def identification_metrics(truth: list[str], people: list[str], dist: np.ndarray) -> dict[str, Any]:
-    """Closed-set identification by nearest gallery person: accuracy, top5, confusion over `people`, per_person.
-
-    `dist` is (N, P) distances to `people`; faces of people not in the gallery count as errors.
-    """
-    order = np.argsort(dist, axis=1, kind="stable")
-    col = {n: j for j, n in enumerate(people)}
-    true_idx = np.array([col.get(n, -1) for n in truth])
-    pred = order[:, 0]
-    correct = pred == true_idx
-    top5 = (order[:, :5] == true_idx[:, None]).any(axis=1)
-    confusion = np.zeros((len(people), len(people)), np.int64)
-    for t, p in zip(true_idx, pred):
-        if t >= 0:
-            confusion[t, p] += 1
-    per_person = {}
-    for name in dict.fromkeys(truth):
-        m = np.array([n == name for n in truth])
-        per_person[name] = {"accuracy": float(correct[m].mean()), "faces": int(m.sum())}
-    return {"accuracy": float(correct.mean()), "top5": float(top5.mean()), "confusion": confusion.tolist(),
-            "confusion_names": list(people), "per_person": per_person}
 
 
 def _finite(x: float) -> float | None:

@@ -10,7 +10,7 @@ models run on the TensorFlow, JAX and PyTorch backends.
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from facelab.errors import FaceLabError
 
@@ -95,21 +95,20 @@ def build_conv_autoencoder(image_size: int = 64, encoding_dim: int = 64, blocks:
 
 
 def build_metric_autoencoder(n_people: int, image_size: int = 64, encoding_dim: int = 64, blocks: int = 3,
-                             filters: int = 32, dropout: float = 0.0, head_scale: float = 16.0) -> keras.Model:
+                             filters: int = 32, dropout: float = 0.0) -> keras.Model:
     """The conv autoencoder plus an `identity` softmax head on the code, so that codes separate people."""
     encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, "linear")
     decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
-    return join(encoder, decoder, n_people=n_people, head_scale=head_scale, name="ae_metric")
+    return join(encoder, decoder, n_people=n_people, name="ae_metric")
 
 
-def join(encoder: keras.Model, decoder: keras.Model, n_people: int = 0, head_scale: float = 16.0,
-         name: str = "autoencoder") -> keras.Model:
+def join(encoder: keras.Model, decoder: keras.Model, n_people: int = 0, name: str = "autoencoder") -> keras.Model:
     """face -> encoder -> code -> decoder -> reconstruction; with `n_people` > 0 also an `identity` head.
 
-    With the head the model returns `{"recon": (S, S, 1), "identity": (n_people,)}` (train with MSE
-    on `recon` and sparse cross-entropy on `identity`). The head is a cosine softmax (NormFace): the
-    unit-length code against unit-length class vectors, times `head_scale`, so that training
-    separates people by the code's direction, the very quantity the cosine gallery compares.
+    With the head the model returns `{"recon": (S, S, 1), "identity": (n_people,)}`: the cosine of the
+    unit-length code with each person's unit-length class vector. Train `identity` with
+    `cosine_margin_loss` (CosFace), so that people are separated by the code's direction, the very
+    quantity the cosine gallery compares; `softmax(scale * identity)` gives class probabilities.
     """
     face = keras.Input(encoder.input_shape[1:], name="face")
     code = encoder(face)
@@ -121,10 +120,23 @@ def join(encoder: keras.Model, decoder: keras.Model, n_people: int = 0, head_sca
     unit = layers.UnitNormalization(name="head_unit")(code)  # (D,), |x| = 1
     # UnitNorm on the kernel's columns keeps each class vector unit-length after every update.
     cosine = layers.Dense(n_people, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
-                          name="head_cosine")(unit)  # (P,) in [-1, 1]
-    logits = layers.Rescaling(head_scale, name="head_scale")(cosine)
-    identity = layers.Activation("softmax", name=IDENTITY)(logits)
-    return keras.Model(face, {RECON: recon, IDENTITY: identity}, name=name)
+                          name=IDENTITY)(unit)  # (P,) cosines in [-1, 1]
+    return keras.Model(face, {RECON: recon, IDENTITY: cosine}, name=name)
+
+
+def cosine_margin_loss(scale: float = 16.0, margin: float = 0.2):
+    """Large-margin cosine loss (CosFace, Wang et al. 2018) on (N, P) cosines and (N,) integer labels.
+
+    Cross-entropy of `scale * (cos - margin * onehot)`: the true person's cosine must beat the others
+    by `margin`, which leaves a gap between people that an unknown-face threshold can use.
+    """
+
+    def cosface(y_true, cosines):
+        onehot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(cosines)[-1])
+        logits = scale * (cosines - margin * onehot)
+        return keras.losses.categorical_crossentropy(onehot, logits, from_logits=True)
+
+    return cosface
 
 
 def encoder_of(model: keras.Model) -> keras.Model:

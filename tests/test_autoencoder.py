@@ -1,0 +1,184 @@
+"""Autoencoders on Olivetti: shapes, learning, reconstructions, enrolment without retraining, bundles."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.autoencoder import AE_KINDS, AEConfig, FaceAutoencoder
+from facelab.data import DataSplit, split_dataset
+from facelab.errors import FaceLabError
+from facelab.gallery import Gallery
+from facelab.recognition import UNKNOWN
+from facelab.reconstruction import mean_face_baseline
+from facelab.registry import config_for, load_model
+from facelab.training import StopRequest
+
+KNOWN = 35  # the model trains on people 0..34; 35..39 are never seen in training
+
+
+def _known(ds):
+    return ds.subset(np.flatnonzero(ds.labels < KNOWN))
+
+
+@pytest.fixture(scope="module")
+def split(olivetti):
+    return split_dataset(olivetti, train_per_person=5, val_per_person=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(split):
+    """A small, short-trained metric autoencoder (35 people; ~10 s on 2 cores)."""
+    known = DataSplit(_known(split.train), _known(split.val), _known(split.test))
+    config = config_for("ae-metric", epochs=25, filters=8, augment=False, seed=1)
+    epochs = []
+    model = FaceAutoencoder(config).fit(known, on_epoch=epochs.append)
+    assert [p.epoch for p in epochs] == list(range(1, 26))
+    return model
+
+
+@pytest.mark.parametrize("kind", AE_KINDS)
+def test_shapes_of_every_kind(kind):
+    model = FaceAutoencoder(AEConfig.preset(kind))
+    model.keras_model_ = model.build(n_people=3)
+    faces = np.random.default_rng(0).random((5, 64, 64)).astype(np.float32)
+    codes = model.encode(faces)
+    assert codes.shape == (5, 64) and codes.dtype == np.float32
+    assert np.linalg.norm(model.embed(faces), axis=1) == pytest.approx(np.ones(5), abs=1e-5)
+    recon = model.reconstruct(faces)
+    assert recon.shape == (5, 64, 64) and recon.min() >= 0 and recon.max() <= 1
+    assert model.decode(codes).shape == (5, 64, 64)
+    assert model.interpolate(faces[0], faces[1], steps=4).shape == (4, 64, 64)
+    outputs = model.keras_model_(faces[..., None])
+    if kind == "ae-metric":
+        assert set(outputs) == {"recon", "identity"} and tuple(outputs["identity"].shape) == (5, 3)
+    else:
+        assert tuple(outputs.shape) == (5, 64, 64, 1)
+
+
+def test_seed_preset_is_the_seed_network():
+    config = AEConfig.preset("ae-dense")
+    assert (config.encoding_dim, config.train.epochs, config.train.batch_size, config.train.learning_rate) == \
+        (64, 50, 256, 1e-3)
+    assert not config.train.augment and config.metric_weight == 0
+    model = FaceAutoencoder(config).build()
+    dense = [layer for sub in model.layers if hasattr(sub, "layers") for layer in sub.layers
+             if layer.__class__.__name__ == "Dense"]
+    assert [(d.units, d.activation.__name__) for d in dense] == [(64, "relu"), (64 * 64, "sigmoid")]
+
+
+def test_other_face_sizes_and_colour_are_converted():
+    model = FaceAutoencoder(AEConfig.preset("ae-conv"))
+    model.keras_model_ = model.build()
+    colour = (np.random.default_rng(0).random((2, 112, 92, 3)) * 255).astype(np.uint8)
+    assert model.encode(colour).shape == (2, 64)
+    assert model.encode(colour[0, :, :, 0]).shape == (1, 64)
+
+
+def test_both_losses_fall_while_training(trained):
+    history = trained.history_
+    assert history["recon_loss"][-1] < 0.8 * history["recon_loss"][0]
+    assert history["val_recon_loss"][-1] < history["val_recon_loss"][0]
+    assert history["identity_loss"][-1] < 0.5 * history["identity_loss"][0]
+    assert history["val_identity_loss"][-1] < history["val_identity_loss"][0]
+
+
+def test_seed_autoencoder_reconstructs_better_than_the_mean_face(split):
+    model = FaceAutoencoder(AEConfig.preset("ae-dense")).fit(split)  # the seed's 50 epochs, ~5 s
+    loss = model.history_["loss"]
+    assert loss[-1] < 0.7 * loss[0] and model.best_epoch_ is not None
+    assert model.history_["val_loss"][-1] < model.history_["val_loss"][0]
+    recon = model.reconstruct(split.test.images)
+    mse = float(((recon - split.test.images) ** 2).mean())
+    assert mse < 0.95 * mean_face_baseline(split.train.images, split.test.images)["mse"]  # measured 0.0152 vs 0.0171
+    assert model.evaluate(split.test)["recon_mse"] == pytest.approx(mse, rel=1e-4)
+
+
+def test_evaluate_reports_identification_and_reconstruction(trained, split):
+    metrics = trained.evaluate(_known(split.test))
+    for key in ("accuracy", "top5", "confusion", "per_person", "infer_ms_per_face", "recon_mse", "recon_psnr",
+                "recon_ssim", "tar", "threshold"):
+        assert key in metrics, key
+    assert metrics["accuracy"] >= 0.6 and metrics["top5"] >= metrics["accuracy"]
+    assert np.array(metrics["confusion"]).shape == (KNOWN, KNOWN)
+    assert np.array(metrics["confusion"]).sum() == len(_known(split.test).images)
+    assert metrics["recon_psnr"] > 15 and trained.metrics_ is metrics
+    cal = trained.gallery_.calibration
+    assert cal is not None and cal.impostors == KNOWN and cal.far <= 0.01
+    json.dumps(metrics)  # JSON-ready
+
+
+def test_enrolling_a_new_person_needs_no_retraining(trained, split):
+    gallery = trained.recognizer(trained.gallery_.threshold).copy()  # leave the fixture's gallery alone
+    newcomer = 37
+    name = split.train.names[newcomer]
+    their_test = split.test.images[split.test.labels == newcomer]
+    assert name not in gallery.names
+    assert all(a.name != name for a in gallery.identify(their_test))
+
+    gallery.enrol(name, split.train.images[split.train.labels == newcomer])
+    answers = gallery.identify(their_test)
+    assert sum(a.name == name for a in answers) >= 4, [a.top[:2] for a in answers]
+
+    gallery.remove(name)
+    answers = gallery.identify(their_test)
+    assert all(a.name != name for a in answers)
+    assert sum(a.name == UNKNOWN for a in answers) >= 3, [a.top[:2] for a in answers]
+
+
+def test_save_and_load_keep_the_gallery(trained, split, tmp_path):
+    model = FaceAutoencoder(trained.config)
+    model.__dict__.update(trained.__dict__)
+    model.gallery_ = trained.gallery_.copy()
+    model.gallery_.enrol("newcomer", split.train.images[split.train.labels == 38])
+    path = model.save(tmp_path / "ae")
+    loaded = load_model(path)
+    assert isinstance(loaded, FaceAutoencoder) and loaded.kind == "ae-metric"
+    assert loaded.gallery_.names == model.gallery_.names and "newcomer" in loaded.names_
+    assert loaded.gallery_.threshold == pytest.approx(model.gallery_.threshold)
+    assert loaded.gallery_.calibration == model.gallery_.calibration
+    faces = split.test.images[::7]
+    assert loaded.embed(faces) == pytest.approx(model.embed(faces), abs=1e-5)
+    assert [a.name for a in loaded.identify(faces)] == [a.name for a in model.identify(faces)]
+    assert loaded.history_["loss"] == pytest.approx(model.history_["loss"])
+
+
+def test_code_size_mismatch_between_gallery_and_model_is_refused(trained, tmp_path):
+    from facelab.storage import save_bundle
+
+    model = FaceAutoencoder(trained.config)
+    model.__dict__.update(trained.__dict__)
+    model.gallery_ = Gallery(code_size=8)
+    model.gallery_.enrol_codes("someone", np.ones((2, 8), np.float32))
+    path = model.save(tmp_path / "bad")
+    with pytest.raises(FaceLabError, match="code-size mismatch"):
+        FaceAutoencoder.load(path)
+    save_bundle(tmp_path / "gru", trained.keras_model_, {"kind": "gru"})
+    with pytest.raises(FaceLabError, match="not an autoencoder"):
+        FaceAutoencoder.load(tmp_path / "gru")
+
+
+def test_stop_request_and_bad_training_data(split):
+    stop = StopRequest()
+    stop.request()
+    batches = []
+    model = FaceAutoencoder(config_for("ae-dense", epochs=5, batch_size=32)).fit(
+        split, on_batch=batches.append, stop=stop)
+    assert model.stopped_ and len(model.history_["loss"]) == 1 and batches
+    one_person = split.train.subset(np.flatnonzero(split.train.labels == 0))
+    with pytest.raises(FaceLabError, match="at least 2 people"):
+        FaceAutoencoder(AEConfig.preset("ae-metric")).fit(DataSplit(one_person, one_person, one_person))
+    with pytest.raises(FaceLabError, match="not been trained"):
+        FaceAutoencoder().reconstruct(split.test.images[:1])
+    with pytest.raises(FaceLabError, match="image_size"):
+        AEConfig(image_size=60)
+
+
+def test_colour_photo_faces_are_identified(trained, split):
+    faces = split.test.images[split.test.labels == 2][:3]
+    bgr = [cv2.cvtColor(cv2.resize((f * 255).astype(np.uint8), (92, 112)), cv2.COLOR_GRAY2BGR) for f in faces]
+    answers = trained.identify(bgr)
+    assert len(answers) == 3 and sum(a.top[0][0] == split.test.names[2] for a in answers) >= 2
