@@ -95,8 +95,9 @@ class AEConfig:
             return cls(kind=kind, train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3,
                                                     lr_schedule="cosine", augment=True))
         if kind == "ae-metric":
-            return cls(kind=kind, metric_weight=1.0, dropout=0.2,
-                       train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3, lr_schedule="cosine",
+            # Tuned on validation faces of Olivetti split seed 0 (margin 0.2/60 epochs vs 0.3/90 epochs).
+            return cls(kind=kind, metric_weight=1.0, dropout=0.2, head_margin=0.3,
+                       train=TrainConfig(epochs=90, batch_size=32, learning_rate=1e-3, lr_schedule="cosine",
                                          augment=True))
         raise BadInputError(f"unknown autoencoder kind {kind!r}; choose one of {', '.join(AE_KINDS)}")
 
