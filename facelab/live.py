@@ -187,6 +187,16 @@ class LiveRecognizer:
             frames = self._index
             return StreamStats(frames, self._with_faces, dict(self._seen), self._latency_sum / frames if frames else 0.0)
 
+    def reset_stats(self) -> None:
+        """Start the counts and the frame rate afresh (a new stream started)."""
+        with self._lock:
+            self._index = self._with_faces = 0
+            self._seen.clear()
+            self._latency_sum = 0.0
+            self._last = None
+            self._times.clear()
+        self.drain()
+
     def drain(self) -> FrameResult | None:
         """The newest queued result (older ones are discarded), or None when the queue is empty."""
         newest = None
@@ -227,7 +237,8 @@ class LiveRecognizer:
             capture.offer(boxes, faces, img_bgr.shape[:2])
 
         found = [FaceResult(box, i.name, float(i.confidence), bool(i.known), list(i.top)) for box, i in zip(boxes, ids)]
-        fps = self._tick(t0)
+        with self._lock:  # reset_stats may clear the frame times from the page's thread
+            fps = self._tick(t0)
         out = img_bgr
         if cfg.draw:
             out = img_bgr.copy()

@@ -94,6 +94,9 @@ if mode.startswith("Live"):
         async_processing=True,
     )
     playing = bool(ctx.state.playing)
+    if playing and not st.session_state.get("live.was_playing"):
+        live.reset_stats()  # counts and frame rate are per stream
+    st.session_state["live.was_playing"] = playing
 
     @st.fragment(run_every=0.5 if playing else None)
     def now_on_camera() -> None:
@@ -109,6 +112,7 @@ if mode.startswith("Live"):
             f"{newest.fps:.1f} frames/s, {newest.latency_ms:.1f} ms per frame, {stats.frames} frames; "
             + ", ".join(f"{n}: {stats.share(n):.0%} of frames" for n in sorted(stats.seen))
         )
+        st.caption("Per stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in newest.timings_ms.items()))
         capture = live.capture
         if capture is not None and not capture.done:
             st.progress(capture.count / capture.config.n_faces, f"Captured {capture.count}/{capture.config.n_faces}")

@@ -243,6 +243,9 @@ def test_queue_keeps_the_newest(olivetti_recognizer):
     assert live.results.qsize() == 3
     assert live.drain().index == 9 and live.drain() is None
     assert live.last_result().index == 9 and live.stats().frames == 10
+    live.reset_stats()  # a new stream
+    assert live.stats().frames == 0 and live.last_result() is None and live.results.empty()
+    assert live.process(img)[1].index == 0
 
 
 def test_recv_round_trips_a_webrtc_frame(olivetti_uint8, olivetti_recognizer):

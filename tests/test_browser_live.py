@@ -1,0 +1,188 @@
+"""The live page in a real browser: headless Chromium (Debian's) with a fake camera playing a Y4M
+still built here from an Olivetti face, the app started as a subprocess, WebRTC over loopback.
+
+The app's model folder holds one bundle made with the library: a small dense autoencoder trained on
+Olivetti with a person "Ada" enrolled (from pipeline crops of four photos of Olivetti's person 40),
+as the page's "Add a person" does it. Frame counts vary with the machine: the test asserts shares.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.live import place_faces
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+NAME = "Ada"
+
+
+def write_y4m(path: Path, frame_bgr: np.ndarray, frames: int = 30) -> Path:
+    """A Y4M (I420) video of one still frame, which Chromium loops as its fake camera."""
+    height, width = frame_bgr.shape[:2]
+    i420 = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420).tobytes()
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            fh.write(b"FRAME\n" + i420)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, olivetti, olivetti_uint8) -> Path:
+    from facelab.data import split_dataset
+    from facelab.enrol import add_person, crops_from_photos
+    from facelab.registry import config_for, create_model
+
+    faces, _ = olivetti_uint8
+    split = split_dataset(olivetti, train_per_person=5, val_per_person=1, seed=0)
+    model = create_model(config_for("ae-dense", epochs=20))
+    model.fit(split)
+    crops = crops_from_photos([(str(i), place_faces([faces[390 + i]], side=200)) for i in range(4)])
+    model = add_person(model, NAME, np.stack([c.face for c in crops if c.ok]))
+    # A hand-set distance: video compression moves codes further than the photos' calibration expects.
+    model.gallery_.threshold = 0.3
+    folder = tmp_path_factory.mktemp("models")
+    model.save(folder / "ada-ae")
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(model_dir):
+    port = _free_port()
+    env = dict(os.environ, FACELAB_MODEL_DIR=str(model_dir), TF_CPP_MIN_LOG_LEVEL="2")
+    log = open(model_dir / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(model_dir / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def frames_in(summary: str) -> int:
+    found = re.search(r"(\d+) frames;", summary)
+    return int(found.group(1)) if found else 0
+
+
+def watch_live_page(
+    url: str, chromium_path: str, feed: Path, min_frames: int = 30, limit_s: float = 60.0
+) -> tuple[list[str], str]:
+    """Open the live page with `feed` as the camera, press START and read "On camera now" until the
+    stream has processed `min_frames` frames (about 1 s at camera speed; far slower on a busy machine).
+
+    Returns the samples and the last stream summary ("... N frames; name: P% of frames").
+    """
+    from playwright.sync_api import sync_playwright
+
+    samples: list[str] = []
+    summary = ""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={feed}"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/live", timeout=60_000)
+            frame = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
+            frame.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
+            now = page.locator("p", has_text="On camera now:")
+            now.first.wait_for(timeout=30_000)  # the first processed frame has reached the page
+            stats = page.get_by_text(re.compile(r"frames/s, .* frames;"))
+            end = time.monotonic() + limit_s
+            while time.monotonic() < end and frames_in(summary) < min_frames:
+                if now.count():
+                    samples.append(now.first.inner_text())
+                if stats.count():
+                    summary = stats.first.inner_text()
+                time.sleep(0.25)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert "identify" in page.get_by_text("Per stage:").first.inner_text()
+        finally:
+            browser.close()
+    return samples, summary
+
+
+def test_enrolled_person_is_named_live(app_url, chromium_path, olivetti_uint8, tmp_path):
+    faces, _ = olivetti_uint8
+    feed = write_y4m(tmp_path / "ada.y4m", place_faces([faces[392]], side=200))  # one of Ada's photos
+    samples, summary = watch_live_page(app_url, chromium_path, feed)
+    # What the page showed while watching, and over every frame the stream processed: Ada in most.
+    named = sum(s.endswith(NAME) for s in samples)
+    assert len(samples) >= 4 and named >= 0.6 * len(samples), samples
+    share = re.search(rf"{NAME}: (\d+)% of frames", summary)
+    assert frames_in(summary) >= 30 and share and int(share.group(1)) >= 60, summary
+
+
+def test_face_less_feed_names_nobody(app_url, chromium_path, tmp_path):
+    feed = write_y4m(tmp_path / "empty.y4m", np.full((480, 640, 3), 128, np.uint8))
+    samples, summary = watch_live_page(app_url, chromium_path, feed, min_frames=20)
+    assert len(samples) >= 4 and all(s.endswith("nobody") for s in samples), samples
+    assert frames_in(summary) >= 20 and "% of frames" not in summary, summary
