@@ -310,7 +310,8 @@ class FaceAutoencoder:
         metrics.update(
             timing,
             threshold=_finite(gallery.threshold),
-            tar=rates["tar"], far=rates["far"], unknown_share=rates["unknown_share"],
+            # far and unknown_share need faces of people not enrolled; None (not NaN) keeps the JSON strict.
+            tar=_finite(rates["tar"]), far=_finite(rates["far"]), unknown_share=_finite(rates["unknown_share"]),
             recon_mse=float(mse_per_image(faces, recon).mean()),
             recon_psnr=float(psnr_per_image(faces, recon).mean()),
             recon_ssim=float(ssim_per_image(faces, recon).mean()),

@@ -182,3 +182,18 @@ def test_colour_photo_faces_are_identified(trained, split):
     bgr = [cv2.cvtColor(cv2.resize((f * 255).astype(np.uint8), (92, 112)), cv2.COLOR_GRAY2BGR) for f in faces]
     answers = trained.identify(bgr)
     assert len(answers) == 3 and sum(a.top[0][0] == split.test.names[2] for a in answers) >= 2
+
+
+def test_cli_trains_saves_and_evaluates_an_autoencoder(olivetti_dir, tmp_path, capsys):
+    from facelab.cli import main
+
+    data = f"olivetti:{olivetti_dir}"
+    assert main(["train", "ae-dense", "--data", data, "--epochs", "3", "--out", str(tmp_path / "m"), "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["model"] == "ae-dense" and trained["n_test"] == 200
+    for key in ("accuracy", "top5", "infer_ms_per_face", "recon_mse", "recon_psnr"):
+        assert isinstance(trained[key], float), key
+    assert main(["evaluate", str(tmp_path / "m"), "--data", data, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["accuracy"] == pytest.approx(trained["accuracy"])
+    assert again["recon_mse"] == pytest.approx(trained["recon_mse"], rel=1e-4)
