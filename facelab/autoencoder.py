@@ -209,6 +209,9 @@ class FaceAutoencoder:
         self.gallery_ = self.new_gallery()
         self.enrol_dataset(train)
         self.names_ = self.gallery_.names
+        if not len(split.val.images):
+            # Impostor distances from training faces are optimistic, but better than no threshold at all.
+            log.warning("no validation faces: the unknown-face threshold is calibrated on training faces")
         self.calibrate(split.val if len(split.val.images) else train)
         return self
 
