@@ -331,3 +331,16 @@ class FineTuneJob:
         running = self._thread is not None and self._thread.is_alive()
         with self._lock:
             return FineTuneStatus(running, self._epoch, self._epochs, time.monotonic() - self._start, self._error)
+
+
+def start_fine_tune(classifier: Any, split: DataSplit, name: str, faces: np.ndarray, epochs: int | None = None) -> FineTuneJob:
+    """Train a NEW classifier of `classifier`'s config on `split` plus `name`'s faces, in a thread.
+
+    The output layer grows by one person, so the new model trains from a fresh start with the same
+    recipe (`epochs` may shorten it); `classifier` itself keeps serving until the result is swapped in.
+    """
+    if not hasattr(classifier, "with_config"):
+        raise FaceLabError(f"{getattr(classifier, 'kind', type(classifier).__name__)} models cannot be fine-tuned")
+    grown = enlarged_split(split, name, faces)
+    overrides = {"epochs": int(epochs)} if epochs else {}
+    return FineTuneJob(lambda: classifier.with_config(**overrides), grown).start()

@@ -8,13 +8,23 @@ import streamlit as st
 from streamlit_webrtc import webrtc_streamer
 
 from facelab import registry, storage, ui
-from facelab.enrol import EnrolConfig, FaceCapture, add_person, crops_from_photos, remove_person, save_model
+from facelab.data import split_dataset
+from facelab.enrol import (
+    EnrolConfig,
+    FaceCapture,
+    add_person,
+    crops_from_photos,
+    remove_person,
+    save_model,
+    start_fine_tune,
+)
 from facelab.errors import FaceLabError
 from facelab.images import read_image
 from facelab.live import LiveRecognizer, identify_image, rtc_configuration
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
+FINE_TUNE = "live.fine_tune"  # (new model name, FineTuneJob) while a classifier retrains
 
 st.title("Live webcam")
 
@@ -133,62 +143,109 @@ else:
 
 # ------------------------------------------------------------------------------------ enrolment
 st.subheader("Add a person")
-if not ui.is_autoencoder(model):
-    st.info(
-        "People are added to an autoencoder's gallery at once, without retraining. Pick an autoencoder model "
-        "above (or train one) to add people."
-    )
-else:
-    config = EnrolConfig(n_faces=int(st.number_input("Face crops to collect", 3, 30, 10, key="live.enrol.n")))
-    person = st.text_input("Name", key="live.enrol.name")
-    source = st.radio("From", ["Webcam", "Photos"], horizontal=True, key="live.enrol.source")
-    faces = None
-    if source == "Webcam":
-        if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:"):
-            st.session_state[CAPTURE] = FaceCapture(config)
-            live.start_capture(st.session_state[CAPTURE])
-        capture = st.session_state.get(CAPTURE)
-        if capture is not None:
-            st.caption(
-                f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
-                + "".join(f"; {n}x {why}" for why, n in capture.refused().items())
-            )
-            faces = capture.faces() if capture.count else None
-    else:
-        photos = st.file_uploader(
-            "Photos of the person (one face each)",
-            accept_multiple_files=True,
-            type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
-            key="live.enrol.photos",
+gallery_model = ui.is_autoencoder(model)
+classifiers = {n: m for n, m in ui.models().items() if ui.is_classifier(m)}
+st.caption(
+    "An autoencoder's gallery takes a new person at once, without retraining; a GRU classifier can be "
+    "retrained on its data set plus the new person in the background (a new model, swapped in when done)."
+)
+config = EnrolConfig(n_faces=int(st.number_input("Face crops to collect", 3, 30, 10, key="live.enrol.n")))
+person = st.text_input("Name", key="live.enrol.name")
+source = st.radio("From", ["Webcam", "Photos"], horizontal=True, key="live.enrol.source")
+faces = None
+if source == "Webcam":
+    if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:"):
+        st.session_state[CAPTURE] = FaceCapture(config)
+        live.start_capture(st.session_state[CAPTURE])
+    capture = st.session_state.get(CAPTURE)
+    if capture is not None:
+        st.caption(
+            f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
+            + "".join(f"; {n}x {why}" for why, n in capture.refused().items())
         )
-        if photos:
-            crops = crops_from_photos([(p.name, p.getvalue()) for p in photos], config)
-            for crop in crops:
-                if not crop.ok:
-                    st.warning(crop.reason)
-            good = [c for c in crops if c.ok]
-            faces = np.stack([c.face for c in good]) if good else None
-    if faces is not None and len(faces):
-        st.caption("Check the crops: untick any that is not the person.")
-        cols = st.columns(min(len(faces), 10))
-        keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"live.enrol.keep.{i}") for i in range(len(faces))]
-        for i, face in enumerate(faces):
-            cols[i % len(cols)].image(face, clamp=True, width=64)
-        if st.button(f"Add {person or 'the person'}", key="live.enrol.add", type="primary", icon=":material/person_add:"):
-            try:
-                new = add_person(model, person, faces[[i for i, k in enumerate(keep) if k]], config)
+        faces = capture.faces() if capture.count else None
+else:
+    photos = st.file_uploader(
+        "Photos of the person (one face each)",
+        accept_multiple_files=True,
+        type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
+        key="live.enrol.photos",
+    )
+    if photos:
+        crops = crops_from_photos([(p.name, p.getvalue()) for p in photos], config)
+        for crop in crops:
+            if not crop.ok:
+                st.warning(crop.reason)
+        good = [c for c in crops if c.ok]
+        faces = np.stack([c.face for c in good]) if good else None
+if faces is not None and len(faces):
+    st.caption("Check the crops: untick any that is not the person.")
+    cols = st.columns(min(len(faces), 10))
+    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"live.enrol.keep.{i}") for i in range(len(faces))]
+    for i, face in enumerate(faces):
+        cols[i % len(cols)].image(face, clamp=True, width=64)
+    chosen = faces[[i for i, k in enumerate(keep) if k]]
+    tune = None
+    if classifiers:
+        tune = st.selectbox(
+            "Also retrain a GRU classifier with this person (background)",
+            ["no", *classifiers],
+            index=0 if gallery_model else 1,
+            key="live.enrol.tune",
+        )
+        tune = None if tune == "no" else tune
+    elif not gallery_model:
+        st.info("Pick an autoencoder model above to add people to its gallery, or train a GRU classifier to retrain.")
+    if (gallery_model or tune) and st.button(
+        f"Add {person or 'the person'}", key="live.enrol.add", type="primary", icon=":material/person_add:"
+    ):
+        try:
+            if gallery_model:
+                new = add_person(model, person, chosen, config)
                 path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
                 ui.add_model(name, new, path)
                 live.set_recognizer(new.recognizer(threshold), name)
-                live.start_capture(None)
-                st.session_state.pop(CAPTURE, None)
-                st.success(f"Added {person.strip()} ({int(sum(keep))} crops); saved to {path}.")
-            except FaceLabError as err:
-                ui.show_error(err)
+                st.success(f"Added {person.strip()} ({len(chosen)} crops); saved to {path}.")
+            if tune:
+                ds = ui.dataset()
+                if ds is None or list(ds.names) != list(classifiers[tune].names_):
+                    raise FaceLabError(
+                        f"load the data set {tune} was trained on (Data page) to retrain it with "
+                        f"{person.strip() or 'the new person'}"
+                    )
+                split = split_dataset(ds, train_per_person=5, val_per_person=1)
+                st.session_state[FINE_TUNE] = (
+                    ui.unique_name(f"{tune}-{person}"),
+                    start_fine_tune(classifiers[tune], split, person, chosen),
+                )
+            live.start_capture(None)
+            st.session_state.pop(CAPTURE, None)
+        except FaceLabError as err:
+            ui.show_error(err)
 
+
+@st.fragment(run_every=1.0)
+def fine_tune_progress() -> None:
+    new_name, job = st.session_state[FINE_TUNE]
+    status = job.status()
+    if status.running:
+        st.progress(status.epoch / max(status.epochs, 1), f"Retraining {new_name}: epoch {status.epoch}/{status.epochs}")
+        return
+    st.session_state.pop(FINE_TUNE)
+    if status.error or job.result is None:
+        st.error(status.error or "retraining stopped without a model")
+        return
+    path = save_model(job.result, ui.model_dir() / new_name)
+    ui.add_model(new_name, job.result, path, activate=False)  # the stream keeps its model until one is picked
+    st.success(f"Retrained {new_name} in {status.elapsed_s:.0f} s; pick it above to use it. Saved to {path}.")
+
+
+if FINE_TUNE in st.session_state:
+    fine_tune_progress()
+
+if gallery_model:
     st.subheader("Remove a person")
-    people = list(model.gallery_.names) if getattr(model, "gallery_", None) is not None else []
-    gone = st.selectbox("Person", people, key="live.remove.name")
+    gone = st.selectbox("Person", list(model.gallery_.names), key="live.remove.name")
     if gone and st.button(f"Remove {gone}", key="live.remove", icon=":material/person_remove:"):
         try:
             new = remove_person(model, gone)

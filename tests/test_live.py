@@ -405,3 +405,21 @@ def test_enlarged_split(olivetti):
     assert len(grown.val.images) == len(split.val.images) + 2
     assert (grown.train.labels == 40).sum() == 8 and grown.test.names == grown.train.names
     assert len(grown.test.images) == len(split.test.images)
+
+
+def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic):
+    from facelab.data import split_dataset
+    from facelab.enrol import start_fine_tune
+    from facelab.registry import config_for, create_model
+
+    split = split_dataset(synthetic, train_per_person=5, val_per_person=1)
+    old = create_model(config_for("gru", epochs=1, units=16, augment=False)).fit(split)
+    ada = synthetic.images[synthetic.labels == 0][:6]  # any six faces stand for the new person here
+    job = start_fine_tune(old, split, "Ada", ada, epochs=2)
+    job.join(120)
+    status = job.status()
+    assert not status.running and status.error is None and status.epochs == 2
+    new = job.result
+    assert new is not old and new.names_[-1] == "Ada" and len(new.names_) == 13
+    assert "Ada" not in old.names_ and old.keras_model_ is not new.keras_model_
+    assert new.predict_proba(ada[:2]).shape == (2, 13)

@@ -166,3 +166,38 @@ def test_newest_saved_bundle_is_the_default(webrtc, olivetti_model, model_dir):
     assert at.selectbox(key="live.model").value == "newer"
     assert set(at.session_state[ui.MODELS]) == {"newer"}  # loaded on choice, into the session
     assert at.session_state["live.processor"].model_name == "newer" and not at.exception
+
+
+def test_retraining_a_classifier_with_the_new_person_runs_in_the_background(
+    webrtc, olivetti_model, olivetti_uint8, synthetic, model_dir
+):
+    from facelab.data import split_dataset
+    from facelab.registry import config_for, create_model
+
+    model, _ = olivetti_model
+    faces, _ = olivetti_uint8
+    gru = create_model(config_for("gru", epochs=1, units=16, augment=False))
+    gru.fit(split_dataset(synthetic, train_per_person=5, val_per_person=1))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state[ui.MODELS] = {"olivetti-ae": model, "synth-gru": gru}
+    at.session_state[ui.ACTIVE_MODEL] = "olivetti-ae"
+    at.session_state[ui.DATASET] = synthetic
+    at.run()
+    at.switch_page("pages/live.py").run()
+    at.text_input(key="live.enrol.name").set_value("Ada").run()
+    at.radio(key="live.enrol.source").set_value("Photos").run()
+    photos = [(f"ada{i}.png", png(place_faces([faces[390 + i]], side=200)), "image/png") for i in range(4)]
+    at.file_uploader(key="live.enrol.photos").set_value(photos).run()
+    at.selectbox(key="live.enrol.tune").set_value("synth-gru").run()
+    at.button(key="live.enrol.add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    new_name, job = at.session_state["live.fine_tune"]
+    assert new_name == "synth-gru-Ada"
+    assert "Ada" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names  # the gallery at once
+    job.join(120)
+    at.run()
+    assert not at.exception and any("Retrained synth-gru-Ada" in s.value for s in at.success)
+    retrained = at.session_state[ui.MODELS]["synth-gru-Ada"]
+    assert retrained is not gru and retrained.names_[-1] == "Ada" and "Ada" not in gru.names_
+    assert (model_dir / "synth-gru-Ada").is_dir()
+    assert at.session_state["live.processor"].model_name == "olivetti-ae"  # the stream kept its model
