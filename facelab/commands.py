@@ -88,6 +88,8 @@ def _data_flags(p: argparse.ArgumentParser, train_default: int) -> None:
                    help="of those, images held out for validation (model selection, thresholds); default 0 for "
                         "GRU classifiers (fixed epoch budget), 1 for autoencoders (threshold calibration)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="float16 compute on a GPU (memory growth is always on); no gain on a CPU")
 
 
 def _load_split(args: argparse.Namespace, kind: str, config=None):
@@ -103,7 +105,10 @@ def _load_split(args: argparse.Namespace, kind: str, config=None):
     return ds, split, val
 
 
-def _fit(model, split, verbose: bool) -> float:
+def _fit(model, split, verbose: bool, mixed_precision: bool = False) -> float:
+    from facelab.device import configure_device
+
+    log.info("device: %s", configure_device(mixed_precision=mixed_precision).label())
     def on_epoch(p) -> None:
         shown = " ".join(f"{k}={v:.4g}" for k, v in p.logs.items() if k in ("loss", "accuracy", "val_loss",
                                                                             "val_accuracy"))
@@ -152,7 +157,7 @@ def _train_run(args: argparse.Namespace) -> int:
         raise BadInputError(f"{out}: exists and is not a folder")
     ds, split, val = _load_split(args, args.kind, config)
     model = create_model(config)
-    seconds = _fit(model, split, args.verbose)
+    seconds = _fit(model, split, args.verbose, args.mixed_precision)
     metrics = model.evaluate(split.test) if len(split.test.images) else {}
     path = model.save(out)
     result = _result(model, args.kind, ds, split, args, val, seconds, metrics)
@@ -184,7 +189,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         config = _config(kind, args)
         ds, split, val = _load_split(args, kind, config)
         model = create_model(config)
-        seconds = _fit(model, split, args.verbose)
+        seconds = _fit(model, split, args.verbose, args.mixed_precision)
     else:
         path = Path(args.model)
         if not path.exists():

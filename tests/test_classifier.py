@@ -60,6 +60,10 @@ def test_probabilities_embeddings_and_recognizer(trained, split):
     assert all(a.name == UNKNOWN and not a.known for a in clf.recognizer(threshold=1.01).identify(faces))
     with pytest.raises(BadInputError, match="faces must be"):
         clf.predict_proba(np.zeros((2, 32, 32), np.float32))
+    mirrored = FaceClassifier(replace_config(clf.config, flip_test=True))
+    mirrored.__dict__.update({k: v for k, v in clf.__dict__.items() if k != "config"})
+    expected = (probs + clf.predict_proba(faces[:, :, ::-1])) / 2
+    np.testing.assert_allclose(mirrored.predict_proba(faces), expected, atol=1e-5)
 
 
 def test_save_load_round_trip(trained, split, tmp_path):

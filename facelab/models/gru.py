@@ -158,7 +158,7 @@ def build_seed_gru(people: int, image_size: int = 64, units: int = 128, n_layers
     x = Standardize(name="standardize")(face) if standardize else face
     x = _recurrent_stack(x, cell, units, n_layers, bidirectional, dropout)
     x = layers.Identity(name=EMBEDDING)(x)
-    probs = layers.Dense(people, activation="softmax", name=PROBS)(x)
+    probs = layers.Dense(people, activation="softmax", dtype="float32", name=PROBS)(x)  # float32 under mixed precision
     return keras.Model(face, probs, name="seed_gru")
 
 
@@ -195,7 +195,7 @@ def build_cnn_gru(people: int, image_size: int = 64, filters: tuple[int, ...] = 
         if dropout > 0:
             x = layers.Dropout(dropout, name="dense_dropout")(x)
     x = layers.Identity(name=EMBEDDING)(x)
-    probs = layers.Dense(people, activation="softmax", name=PROBS)(x)
+    probs = layers.Dense(people, activation="softmax", dtype="float32", name=PROBS)(x)  # float32 under mixed precision
     return keras.Model(face, probs, name="cnn_gru")
 
 
