@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -300,6 +301,15 @@ def _identify(recognizer: Recognizer | None, faces: np.ndarray) -> list[Identifi
     if recognizer is None:
         return [Identification(UNKNOWN, 0.0, False)] * len(faces)
     return list(recognizer.identify(faces))
+
+
+def webrtc_import_safe() -> bool:
+    """Whether streamlit-webrtc can be imported in this process now.
+
+    Importing aiortc's pylibsrtp after TensorFlow crashes the process (segmentation fault, seen with
+    TensorFlow 2.21 and pylibsrtp 1.0): the app must import streamlit-webrtc before any model code.
+    """
+    return "streamlit_webrtc" in sys.modules or "tensorflow" not in sys.modules
 
 
 def rtc_configuration(stun: str = "") -> dict[str, Any]:

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pandas as pd
 import streamlit as st
-from streamlit_webrtc import webrtc_streamer
 
 from facelab import registry, storage, ui
 from facelab.data import split_dataset
@@ -20,7 +19,12 @@ from facelab.enrol import (
 )
 from facelab.errors import FaceLabError
 from facelab.images import read_image
-from facelab.live import LiveRecognizer, identify_image, rtc_configuration
+from facelab.live import LiveRecognizer, identify_image, rtc_configuration, webrtc_import_safe
+
+if webrtc_import_safe():  # before this page loads a model (see webrtc_import_safe); none of the above imports one
+    from streamlit_webrtc import webrtc_streamer
+else:
+    webrtc_streamer = None
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
@@ -82,7 +86,12 @@ mode = st.radio(
     key="live.mode",
     help="use snapshots where the browser or network blocks WebRTC",
 )
-if mode.startswith("Live"):
+if mode.startswith("Live") and webrtc_streamer is None:
+    st.warning(
+        "Live video is unavailable in this app process: its WebRTC library must load before TensorFlow, and a "
+        "model was loaded first. Restart the app and open this page first, or use the snapshot mode."
+    )
+elif mode.startswith("Live"):
     with st.expander("Connection"):
         stun = st.text_input(
             "STUN server for remote use",

@@ -276,6 +276,16 @@ def test_identify_image_for_snapshots(olivetti_uint8, olivetti_recognizer):
     assert result.names == ["person 21"] and out.shape == img.shape
 
 
+def test_webrtc_import_guard():
+    import sys
+
+    from facelab.live import webrtc_import_safe
+
+    # Decided by what this process has imported: safe once streamlit-webrtc is in, or while TensorFlow is not.
+    expected = "streamlit_webrtc" in sys.modules or "tensorflow" not in sys.modules
+    assert webrtc_import_safe() is expected
+
+
 def test_fps_is_measured(olivetti_recognizer):
     live = LiveRecognizer(None)
     img = np.zeros((16, 16, 3), np.uint8)

@@ -13,6 +13,7 @@ from unittest import mock
 import cv2
 import numpy as np
 import pytest
+import streamlit_webrtc  # noqa: F401 - before TensorFlow: importing it after crashes (see webrtc_import_safe)
 from streamlit.testing.v1 import AppTest
 
 from facelab import ui
@@ -201,3 +202,34 @@ def test_retraining_a_classifier_with_the_new_person_runs_in_the_background(
     assert retrained is not gru and retrained.names_[-1] == "Ada" and "Ada" not in gru.names_
     assert (model_dir / "synth-gru-Ada").is_dir()
     assert at.session_state["live.processor"].model_name == "olivetti-ae"  # the stream kept its model
+
+
+def test_add_a_person_captured_from_the_stream(webrtc, olivetti_model, olivetti_uint8):
+    model, _ = olivetti_model
+    faces, _ = olivetti_uint8
+    at = live_page(model)
+    at.number_input(key="live.enrol.n").set_value(3).run()
+    at.text_input(key="live.enrol.name").set_value("Bo").run()
+    at.button(key="live.enrol.capture").click().run()
+    live = at.session_state["live.processor"]
+    assert live.capture is not None
+    # The video thread's work, done here: frames go through the same LiveRecognizer the stream uses.
+    live.process(np.full((480, 640, 3), 128, np.uint8))
+    for i in range(9):
+        live.process(place_faces([faces[380 + i % 4]], side=200))
+    at.run()
+    assert any("Captured 3/3 crops from 8 frames; 1x no face found" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert len([c for c in at.checkbox if c.key.startswith("live.enrol.keep.")]) == 3
+    at.button(key="live.enrol.add").click().run()
+    assert not at.exception and any("Added Bo (3 crops)" in s.value for s in at.success)
+    assert "Bo" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names and live.capture is None
+
+
+def test_without_a_safe_webrtc_import_the_page_offers_snapshots(webrtc, olivetti_model):
+    model, _ = olivetti_model
+    with mock.patch("facelab.live.webrtc_import_safe", return_value=False):
+        at = live_page(model)
+        assert any("Live video is unavailable" in w.value for w in at.warning)
+        webrtc.assert_not_called()
+        at.radio(key="live.mode").set_value("Snapshot (one photo)").run()
+        assert not at.exception and len(at.get("camera_input")) == 1
