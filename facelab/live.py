@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import queue
 import sys
 import threading
@@ -303,13 +304,22 @@ def _identify(recognizer: Recognizer | None, faces: np.ndarray) -> list[Identifi
     return list(recognizer.identify(faces))
 
 
-def webrtc_import_safe() -> bool:
-    """Whether streamlit-webrtc can be imported in this process now.
+def prepare_webrtc_import() -> None:
+    """Make importing streamlit-webrtc safe in this process; call it just before that import.
 
-    Importing aiortc's pylibsrtp after TensorFlow crashes the process (segmentation fault, seen with
-    TensorFlow 2.21 and pylibsrtp 1.0): the app must import streamlit-webrtc before any model code.
+    aiortc's pylibsrtp carries its own OpenSSL; loaded after TensorFlow (whose BoringSSL symbols are
+    global) its calls bind to TensorFlow's copies and the process dies (segmentation fault, seen with
+    TensorFlow 2.21 and pylibsrtp 1.0). RTLD_DEEPBIND makes it use its own symbols first.
     """
-    return "streamlit_webrtc" in sys.modules or "tensorflow" not in sys.modules
+    if "pylibsrtp" in sys.modules or "tensorflow" not in sys.modules or not hasattr(os, "RTLD_DEEPBIND"):
+        return
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+    try:
+        import pylibsrtp  # noqa: F401
+    finally:
+        sys.setdlopenflags(flags)
+    log.info("loaded pylibsrtp with RTLD_DEEPBIND: TensorFlow was imported first")
 
 
 def rtc_configuration(stun: str = "") -> dict[str, Any]:

@@ -19,12 +19,10 @@ from facelab.enrol import (
 )
 from facelab.errors import FaceLabError
 from facelab.images import read_image
-from facelab.live import LiveRecognizer, identify_image, rtc_configuration, webrtc_import_safe
+from facelab.live import LiveRecognizer, identify_image, prepare_webrtc_import, rtc_configuration
 
-if webrtc_import_safe():  # before this page loads a model (see webrtc_import_safe); none of the above imports one
-    from streamlit_webrtc import webrtc_streamer
-else:
-    webrtc_streamer = None
+prepare_webrtc_import()  # another page may have loaded TensorFlow first: see its docstring
+from streamlit_webrtc import webrtc_streamer  # noqa: E402
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
@@ -86,12 +84,7 @@ mode = st.radio(
     key="live.mode",
     help="use snapshots where the browser or network blocks WebRTC",
 )
-if mode.startswith("Live") and webrtc_streamer is None:
-    st.warning(
-        "Live video is unavailable in this app process: its WebRTC library must load before TensorFlow, and a "
-        "model was loaded first. Restart the app and open this page first, or use the snapshot mode."
-    )
-elif mode.startswith("Live"):
+if mode.startswith("Live"):
     with st.expander("Connection"):
         stun = st.text_input(
             "STUN server for remote use",

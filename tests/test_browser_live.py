@@ -83,22 +83,24 @@ def app_url(model_dir):
     port = _free_port()
     env = dict(os.environ, FACELAB_MODEL_DIR=str(model_dir), TF_CPP_MIN_LOG_LEVEL="2")
     log = open(model_dir / "streamlit.log", "wb")
+    # Keras (TensorFlow) is imported before the server starts, as when a user trains before going live:
+    # the page must then load streamlit-webrtc safely (see facelab.live.prepare_webrtc_import).
+    args = [
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    launcher = f"import sys, keras; from streamlit.web.cli import main; sys.argv = {args!r}; main()"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        [sys.executable, "-c", launcher],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -13,7 +13,6 @@ from unittest import mock
 import cv2
 import numpy as np
 import pytest
-import streamlit_webrtc  # noqa: F401 - before TensorFlow: importing it after crashes (see webrtc_import_safe)
 from streamlit.testing.v1 import AppTest
 
 from facelab import ui
@@ -223,13 +222,3 @@ def test_add_a_person_captured_from_the_stream(webrtc, olivetti_model, olivetti_
     at.button(key="live.enrol.add").click().run()
     assert not at.exception and any("Added Bo (3 crops)" in s.value for s in at.success)
     assert "Bo" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names and live.capture is None
-
-
-def test_without_a_safe_webrtc_import_the_page_offers_snapshots(webrtc, olivetti_model):
-    model, _ = olivetti_model
-    with mock.patch("facelab.live.webrtc_import_safe", return_value=False):
-        at = live_page(model)
-        assert any("Live video is unavailable" in w.value for w in at.warning)
-        webrtc.assert_not_called()
-        at.radio(key="live.mode").set_value("Snapshot (one photo)").run()
-        assert not at.exception and len(at.get("camera_input")) == 1
