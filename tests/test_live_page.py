@@ -40,6 +40,9 @@ def model_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def webrtc():
+    from facelab.live import prepare_webrtc_import
+
+    prepare_webrtc_import()  # patching imports streamlit-webrtc; a model fixture may have loaded TensorFlow
     with mock.patch("streamlit_webrtc.webrtc_streamer") as patched:
         patched.return_value.state.playing = False
         yield patched
