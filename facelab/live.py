@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from facelab import FACE_SIZE
-from facelab.errors import BadInputError
+from facelab.errors import BadInputError, FaceLabError
 from facelab.preprocess import Box, FaceDetector, align_face, to_grey
 from facelab.recognition import UNKNOWN, Identification, Recognizer
 
@@ -142,6 +142,8 @@ class LiveRecognizer:
         self._with_faces = 0
         self._latency_sum = 0.0
         self._last: FrameResult | None = None
+        self._error: str | None = None
+        self._failures = 0
 
     # -- called from the page's thread -------------------------------------------------------------
 
@@ -271,10 +273,19 @@ class LiveRecognizer:
         decode_ms = (time.perf_counter() - t0) * 1e3
         try:
             out, _ = self.process(img_bgr, decode_ms)
-        except Exception:  # a failing model must not kill the stream; the frame goes back unannotated
-            log.exception("live frame %d failed", self._index)
+            self._error = None
+        except Exception as err:  # a failing model must not kill the stream; the frame goes back unannotated
+            self._failures += 1
+            self._error = str(err) if isinstance(err, FaceLabError) else f"{type(err).__name__}: {err}"
+            if self._failures in (1, 10) or self._failures % 1000 == 0:  # not 30 tracebacks a second
+                log.exception("live frame failed (%d so far)", self._failures)
             out = img_bgr
         return av.VideoFrame.from_ndarray(out, format="bgr24")
+
+    @property
+    def error(self) -> str | None:
+        """Why the latest frame could not be processed (None when it was)."""
+        return self._error
 
     def _tick(self, now: float) -> float:
         self._times.append(now)

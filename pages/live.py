@@ -113,6 +113,8 @@ if mode.startswith("Live"):
     @st.fragment(run_every=0.5 if playing else None)
     def now_on_camera() -> None:
         newest = live.drain() or live.last_result()
+        if playing and live.error:
+            st.warning(f"Frames are shown without names: {live.error}")
         if not playing or newest is None:
             st.caption("Press START to open the camera." if not playing else "Waiting for the first frame...")
             return

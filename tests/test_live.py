@@ -267,6 +267,10 @@ def test_recv_round_trips_a_webrtc_frame(olivetti_uint8, olivetti_recognizer):
     live.set_recognizer(Broken())
     out = live.recv(av.VideoFrame.from_ndarray(img, format="bgr24"))
     assert np.array_equal(out.to_ndarray(format="bgr24"), img)  # the stream goes on, unannotated
+    assert live.error == "RuntimeError: model exploded"
+    live.set_recognizer(olivetti_recognizer)
+    live.recv(av.VideoFrame.from_ndarray(img, format="bgr24"))
+    assert live.error is None
 
 
 def test_identify_image_for_snapshots(olivetti_uint8, olivetti_recognizer):
