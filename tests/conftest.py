@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# aiortc's pylibsrtp segfaults when it is first loaded after TensorFlow (both carry OpenSSL symbols);
+# loading it first makes the test order irrelevant. The app does the same (facelab.live).
+import pylibsrtp  # noqa: E402, F401
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 OLIVETTI_DIR = Path(os.environ.get("FACELAB_TEST_OLIVETTI", SHARED / "olivetti"))
