@@ -27,6 +27,28 @@ from facelab.errors import FaceLabError
 
 log = logging.getLogger(__name__)
 
+
+def _leave_pages_folder_mode() -> None:
+    """Make sure app.py (the frame) runs, even for the first visit after the server starts.
+
+    Streamlit treats an app with a `pages/` folder as an old-style multipage app until the first
+    `st.navigation` call in the process: a fresh server asked for /data runs pages/data.py alone,
+    without app.py's sidebar and navigation. The first import of this module (from that page) turns
+    the old mode off and asks for a rerun, which goes through app.py to the same page.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:  # a Streamlit without these internals: nothing to fix
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        if get_script_run_ctx() is not None:
+            st.rerun()
+
+
+_leave_pages_folder_mode()
+
 # ------------------------------------------------------------------------------------ session state
 DATASET = "facelab_dataset"  # the active FaceDataset
 DATASET_LABEL = "facelab_dataset_label"  # where it came from, for the sidebar

@@ -1,0 +1,138 @@
+"""The dashboard in a real browser: `streamlit run app.py` and Debian's headless Chromium via Playwright.
+
+Opens every page (fresh sessions, then by the sidebar within one session), asserts that no Streamlit
+exception box appears, trains a small model and saves a screenshot of the training page to
+assets/screenshot-train.png for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# url path -> title shown on the page (st.navigation derives the path from the file name)
+PAGES = {"": "FaceLab", "data": "Data", "train_gru": "Train a GRU classifier",
+         "train_autoencoder": "Train an autoencoder", "reconstructions": "Reconstructions", "evaluate": "Evaluate",
+         "identify": "Identify", "models": "Models"}
+if (ROOT / "pages" / "live.py").is_file():
+    PAGES["live"] = ""  # the webcam helper's page: any title
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`streamlit run app.py` on 127.0.0.1:port; returns once /_stcore/health answers ok."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("streamlit did not answer its health check within 60 s")
+
+
+def wait_idle(page, timeout_s: float = 60) -> None:
+    """Until the script run has finished (the app's `data-test-script-state` says notRunning)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_s * 1000)
+    time.sleep(0.2)  # let the last deltas render
+
+
+def assert_no_exception(page, where: str) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, f"{where}: {boxes.first.inner_text()[:2000]}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, olivetti_dir):
+    port = free_port()
+    env = {**os.environ, "FACELAB_MODEL_DIR": str(tmp_path_factory.mktemp("models")),
+           "FACELAB_OLIVETTI_DIR": str(olivetti_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = start_server(port, env)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_every_page_opens_without_an_exception(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    for path, title in PAGES.items():
+        page.goto(f"{server}/{path}")
+        if title:
+            page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=60_000)
+        wait_idle(page)
+        assert_no_exception(page, f"/{path}")
+    page.close()
+
+
+def test_train_in_the_browser_and_screenshot(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(f"{server}/data")
+    page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=60_000)
+    page.get_by_role("button", name="Load").click()
+    page.get_by_text("synthetic (seed 0, 12 people)").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    assert_no_exception(page, "data after Load")
+
+    # Within the same session (sidebar links keep st.session_state), every page again.
+    for title, heading in (("Evaluate", "Evaluate"), ("Train autoencoder", "Train an autoencoder"),
+                           ("Train GRU", "Train a GRU classifier")):
+        page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+        page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=60_000)
+        wait_idle(page)
+        assert_no_exception(page, title)
+
+    for label, value in (("epochs", "4"), ("batch size", "32")):  # small, so the test stays short
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        wait_idle(page)
+    page.get_by_role("button", name=re.compile("Train$")).click()
+    page.get_by_text(re.compile(r"epoch \d/4")).first.wait_for(timeout=120_000)  # live progress
+    page.get_by_text(re.compile(r"finished after 4 epoch")).wait_for(timeout=240_000)
+    wait_idle(page)
+    assert_no_exception(page, "after training")
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    page.get_by_text("Training", exact=True).first.scroll_into_view_if_needed()
+    out = ROOT / "assets" / "screenshot-train.png"
+    page.screenshot(path=str(out), full_page=True)
+    assert out.stat().st_size > 10_000
+    page.close()
