@@ -32,7 +32,7 @@ KIND_LABELS = {
     "cnn-gru": "CNN -> GRU hybrid",
     "ae-dense": "Dense autoencoder",
     "ae-conv": "Convolutional autoencoder",
-    "ae-metric": "Autoencoder + metric (triplet) head",
+    "ae-metric": "Conv autoencoder + CosFace identity head",
 }
 
 
