@@ -104,7 +104,8 @@ def test_every_page_opens_without_an_exception(server, browser):
 
 
 def test_train_in_the_browser_and_screenshot(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    # Streamlit scrolls inside its own container, so a full-page shot is the viewport: make it tall.
+    page = browser.new_page(viewport={"width": 1400, "height": 2300})
     page.goto(f"{server}/data")
     page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=60_000)
     page.get_by_role("button", name="Load").click()
@@ -120,14 +121,14 @@ def test_train_in_the_browser_and_screenshot(server, browser):
         wait_idle(page)
         assert_no_exception(page, title)
 
-    for label, value in (("epochs", "4"), ("batch size", "32")):  # small, so the test stays short
+    for label, value in (("epochs", "8"), ("batch size", "32")):  # small, so the test stays short
         box = page.get_by_label(label, exact=True)
         box.fill(value)
         box.press("Enter")
         wait_idle(page)
     page.get_by_role("button", name=re.compile("Train$")).click()
-    page.get_by_text(re.compile(r"epoch \d/4")).first.wait_for(timeout=120_000)  # live progress
-    page.get_by_text(re.compile(r"finished after 4 epoch")).wait_for(timeout=240_000)
+    page.get_by_text(re.compile(r"epoch \d/8")).first.wait_for(timeout=120_000)  # live progress
+    page.get_by_text(re.compile(r"finished after 8 epoch")).wait_for(timeout=240_000)
     wait_idle(page)
     assert_no_exception(page, "after training")
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
