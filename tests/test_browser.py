@@ -21,8 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# url path -> title shown on the page (st.navigation derives the path from the file name)
-PAGES = {"": "FaceLab", "data": "Data", "train_gru": "Train a GRU classifier",
+# url path -> title shown on the page (st.navigation derives the path from the file name). A sub-page
+# comes first: the first visit to a fresh server must still go through app.py (sidebar, navigation).
+PAGES = {"train_gru": "Train a GRU classifier", "": "FaceLab", "data": "Data",
          "train_autoencoder": "Train an autoencoder", "reconstructions": "Reconstructions", "evaluate": "Evaluate",
          "identify": "Identify", "models": "Models"}
 if (ROOT / "pages" / "live.py").is_file():
@@ -100,6 +101,8 @@ def test_every_page_opens_without_an_exception(server, browser):
             page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=60_000)
         wait_idle(page)
         assert_no_exception(page, f"/{path}")
+        sidebar = page.locator('[data-testid="stSidebarUserContent"]')
+        assert sidebar.get_by_text("Model folder").count() == 1, f"/{path}: the sidebar of app.py is missing"
     page.close()
 
 
