@@ -1,14 +1,14 @@
 """FaceLab dashboard: `streamlit run app.py`. The frame only: page set-up, sidebar, navigation."""
 
-from pathlib import Path
-
+# aiortc's pylibsrtp (under streamlit-webrtc) segfaults when first loaded after TensorFlow, since both carry
+# OpenSSL symbols; loading it here, before any page can import TensorFlow, keeps the live page safe (0.2 s).
+import pylibsrtp  # noqa: F401  isort: skip
 import streamlit as st
 
 from facelab import ui
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
 
-ROOT = Path(__file__).resolve().parent
 pages = {
     "FaceLab": [
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -22,11 +22,10 @@ pages = {
         st.Page("pages/reconstructions.py", title="Reconstructions", icon=":material/auto_awesome_mosaic:"),
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
         st.Page("pages/identify.py", title="Identify", icon=":material/person_search:"),
+        st.Page("pages/live.py", title="Live webcam", icon=":material/videocam:"),
         st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
     ],
 }
-if (ROOT / "pages" / "live.py").is_file():  # written by the webcam work; registered once it exists
-    pages["Use"].insert(3, st.Page("pages/live.py", title="Live webcam", icon=":material/videocam:"))
 page = st.navigation(pages)
 
 ui.collect_finished()
