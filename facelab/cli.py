@@ -21,6 +21,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_run(args: argparse.Namespace) -> int:
+    """Describe a data source: people, image counts, image size and skipped files."""
     from facelab.data import load_dataset
 
     ds = load_dataset(args.spec, image_size=args.size)
