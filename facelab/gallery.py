@@ -13,6 +13,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 METRICS = ("cosine", "euclidean")
 MODES = ("mean", "all")
 TOP = 5  # candidates kept per answer (the Identification shows them best first)
+MIN_TAIL_FIT = 10  # impostor samples needed before a normal tail is fitted (see `Gallery.calibrate_codes`)
 
 Embed = Callable[[np.ndarray], np.ndarray]
 
@@ -202,19 +204,27 @@ class Gallery:
         return float(1.0 / (1.0 + distance))
 
     # ------------------------------------------------------------------------------- calibration
-    def calibrate(self, faces: np.ndarray, names: Sequence[str], far: float = 0.01) -> Calibration:
+    def calibrate(self, faces: np.ndarray, names: Sequence[str], far: float = 0.01,
+                  impostors: str = "all") -> Calibration:
         """Set `threshold` from validation faces so that about `far` of impostors are accepted.
 
         `names[i]` is who `faces[i]` shows. A face of someone enrolled gives one genuine sample (its
-        distance to that person) and one impostor sample (its nearest *other* person); a face of
-        someone not enrolled is an impostor sample. Never calibrate on test faces.
+        distance to that person) and, with `impostors="all"`, one impostor sample (its nearest *other*
+        person); a face of someone not enrolled is an impostor sample. `impostors="unknown"` keeps
+        only the latter: right when the enrolled people were trained apart and so sit unrealistically
+        far from each other. With fewer than 1 / `far` impostor samples (but at least 10) the threshold is
+        also kept at or under the `far` quantile of a normal fitted to the impostor distances. Never
+        calibrate on test faces.
         """
-        return self.calibrate_codes(self._embed(self._prepare(_as_list(faces))), names, far)
+        return self.calibrate_codes(self._embed(self._prepare(_as_list(faces))), names, far, impostors)
 
-    def calibrate_codes(self, codes: np.ndarray, names: Sequence[str], far: float = 0.01) -> Calibration:
+    def calibrate_codes(self, codes: np.ndarray, names: Sequence[str], far: float = 0.01,
+                        impostors: str = "all") -> Calibration:
         """`calibrate` for codes already computed."""
         if not 0.0 <= far < 1.0:
             raise FaceLabError(f"the false-accept rate must be in [0, 1), got {far}")
+        if impostors not in ("all", "unknown"):
+            raise FaceLabError(f"impostors must be 'all' or 'unknown', got {impostors!r}")
         names = [str(n) for n in names]
         if len(names) != len(codes):
             raise FaceLabError(f"{len(codes)} faces but {len(names)} names to calibrate with")
@@ -227,7 +237,7 @@ class Gallery:
                 others = np.delete(row, j)
                 genuine.append(row[j])
                 genuine_ok.append(others.size == 0 or row[j] < others.min())
-                if others.size:
+                if others.size and impostors == "all":
                     impostor.append(others.min())
             else:
                 impostor.append(row.min())
@@ -243,6 +253,12 @@ class Gallery:
             threshold = float(imp[-1])
         else:  # halfway between the last impostor allowed in and the first kept out
             threshold = float((imp[allowed - 1] + imp[allowed]) / 2)
+        if far > 0 and far * len(imp) < 1 and len(imp) >= MIN_TAIL_FIT:
+            # Too few impostors to see a `far` tail: the closest one is a noisy and, for new people, usually
+            # too loose estimate of it. A normal fitted to the impostor distances extrapolates the tail; the
+            # stricter of the two thresholds wins.
+            spread = float(imp.std(ddof=1))
+            threshold = min(threshold, float(imp.mean()) + NormalDist().inv_cdf(far) * spread)
         gen = np.asarray(genuine)
         ok = np.asarray(genuine_ok, bool)
         cal = Calibration(

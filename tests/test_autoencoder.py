@@ -48,6 +48,7 @@ def test_shapes_of_every_kind(kind):
     codes = model.encode(faces)
     assert codes.shape == (5, 64) and codes.dtype == np.float32
     assert np.linalg.norm(model.embed(faces), axis=1) == pytest.approx(np.ones(5), abs=1e-5)
+    assert model.embed(faces) == pytest.approx(model.embed(faces[:, :, ::-1]), abs=1e-5) or kind == "ae-dense"
     recon = model.reconstruct(faces)
     assert recon.shape == (5, 64, 64) and recon.min() >= 0 and recon.max() <= 1
     assert model.decode(codes).shape == (5, 64, 64)
@@ -64,6 +65,7 @@ def test_seed_preset_is_the_seed_network():
     assert (config.encoding_dim, config.train.epochs, config.train.batch_size, config.train.learning_rate) == \
         (64, 50, 256, 1e-3)
     assert not config.train.augment and config.metric_weight == 0
+    assert config.calibration_people == 0 and not config.center_input  # trains on every face, as the seed did
     model = FaceAutoencoder(config).build()
     dense = [layer for sub in model.layers if hasattr(sub, "layers") for layer in sub.layers
              if layer.__class__.__name__ == "Dense"]
@@ -107,8 +109,25 @@ def test_evaluate_reports_identification_and_reconstruction(trained, split):
     assert np.array(metrics["confusion"]).sum() == len(_known(split.test).images)
     assert metrics["recon_psnr"] > 15 and trained.metrics_ is metrics
     cal = trained.gallery_.calibration
-    assert cal is not None and cal.impostors == KNOWN and cal.far <= 0.01
+    assert cal is not None and cal.impostors == 5 * len(trained.calibration_people_) and cal.far <= 0.01
     json.dumps(metrics)  # JSON-ready
+
+
+def test_fit_calibrates_the_threshold_on_people_it_never_trained_on(trained, split):
+    strangers = trained.calibration_people_
+    assert len(strangers) == 7  # 20% of 35 people
+    assert not set(strangers) & set(trained.train_names_) and len(trained.train_names_) == KNOWN - 7
+    # Enrolled afterwards without retraining: everyone of the training split is in the gallery.
+    assert set(strangers) <= set(trained.gallery_.names) and len(trained.gallery_) == KNOWN
+    cal = trained.gallery_.calibration
+    assert cal.impostors == 5 * len(strangers) and cal.genuine == KNOWN - 7 and cal.far == 0.0
+
+
+def test_too_few_people_for_strangers_calibrate_on_validation_faces(split):
+    few = DataSplit(*(d.subset(np.flatnonzero(d.labels < 4)) for d in (split.train, split.val, split.test)))
+    model = FaceAutoencoder(config_for("ae-conv", epochs=1, filters=4, augment=False)).fit(few)
+    assert model.calibration_people_ == [] and len(model.train_names_) == 4
+    assert model.gallery_.calibration.impostors == 4  # each validation face's nearest other person
 
 
 def test_enrolling_a_new_person_needs_no_retraining(trained, split):
@@ -121,7 +140,9 @@ def test_enrolling_a_new_person_needs_no_retraining(trained, split):
 
     gallery.enrol(name, split.train.images[split.train.labels == newcomer])
     answers = gallery.identify(their_test)
-    assert sum(a.name == name for a in answers) >= 4, [a.top[:2] for a in answers]
+    assert sum(a.top[0][0] == name for a in answers) >= 4, [a.top[:2] for a in answers]
+    # The threshold is set for strangers at 1% false accepts; this short-trained model accepts only some.
+    assert sum(a.name == name for a in answers) >= 1, [a.top[:2] for a in answers]
 
     gallery.remove(name)
     answers = gallery.identify(their_test)

@@ -155,3 +155,34 @@ def test_calibration_matches_a_hand_computation():
     answers = gallery.identify_codes(codes)
     assert [a.name for a in answers] == ["a", "a"]
     assert answers[0].confidence == pytest.approx(np.cos(angle[0]))
+
+
+def test_calibration_on_strangers_only_ignores_enrolled_impostors():
+    gallery = Gallery(metric="cosine", mode="all")
+    gallery.enrol_codes("a", np.array([[1.0, 0.0]]))
+    gallery.enrol_codes("b", np.array([[0.0, 1.0]]))
+    angle = np.deg2rad([10.0, 30.0])
+    codes = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    strangers = np.array([[-1.0, 0.2], [0.6, 0.8]])  # nearest: "b" at 1 - 0.2/|.|, "b" at 1 - 0.8
+    cal = gallery.calibrate_codes(np.concatenate([codes, strangers]), ["a", "a", "x", "y"], far=0.0,
+                                  impostors="unknown")
+    assert cal.impostors == 2 and cal.genuine == 2
+    assert cal.threshold < 0.2 and cal.threshold == pytest.approx(0.2)
+    assert cal.tar == 1.0 and cal.far == 0.0
+    with pytest.raises(FaceLabError, match="impostors"):
+        gallery.calibrate_codes(codes, ["a", "a"], impostors="some")
+    with pytest.raises(FaceLabError, match="cannot calibrate"):
+        gallery.calibrate_codes(codes, ["a", "a"], impostors="unknown")
+
+
+def test_few_impostors_get_a_normal_tail_not_just_the_closest_one():
+    gallery = Gallery(metric="euclidean", mode="all")
+    gallery.enrol_codes("a", np.zeros((1, 1)))
+    imp = np.linspace(1.0, 2.0, 20)  # 20 strangers: too few to see a 1% tail
+    cal = gallery.calibrate_codes(np.concatenate([[[0.1]], imp[:, None]]), ["a"] + [f"s{i}" for i in range(20)],
+                                  far=0.01, impostors="unknown")
+    assert cal.threshold == pytest.approx(imp.mean() - 2.3263 * imp.std(ddof=1), abs=1e-3)
+    assert cal.threshold < 1.0 and cal.far == 0.0 and cal.tar == 1.0
+    cal = gallery.calibrate_codes(np.concatenate([[[0.1]], imp[:, None]]), ["a"] + [f"s{i}" for i in range(20)],
+                                  far=0.1, impostors="unknown")  # 2 of 20 may pass: the empirical rule
+    assert cal.threshold == pytest.approx((imp[1] + imp[2]) / 2)

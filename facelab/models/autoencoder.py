@@ -19,11 +19,16 @@ IDENTITY = "identity"  # output name of the person-classification head (metric v
 
 
 def build_dense_encoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
-                        dropout: float = 0.0, code_activation: str = "relu") -> keras.Model:
-    """Flatten -> [Dense(hidden_units, relu)] -> Dense(encoding_dim): (S, S, 1) -> (D,)."""
+                        dropout: float = 0.0, code_activation: str = "relu", center: bool = False) -> keras.Model:
+    """Flatten -> [Dense(hidden_units, relu)] -> Dense(encoding_dim): (S, S, 1) -> (D,).
+
+    `center` feeds pixels - 0.5 instead of pixels: the same function class (the shift folds into the
+    first bias), but zero-centred inputs keep relu code units from dying early in training."""
     _check(image_size, encoding_dim)
     face = keras.Input((image_size, image_size, 1), name="face")
     x = layers.Flatten(name="flatten")(face)  # (S*S,)
+    if center:
+        x = layers.Rescaling(1.0, offset=-0.5, name="center")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="enc_dropout")(x)
     if hidden_units > 0:
@@ -45,12 +50,12 @@ def build_dense_decoder(image_size: int = 64, encoding_dim: int = 64, hidden_uni
 
 
 def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
-                            dropout: float = 0.0, code_activation: str = "relu") -> keras.Model:
+                            dropout: float = 0.0, code_activation: str = "relu", center: bool = False) -> keras.Model:
     """The seed network: flatten -> Dense(encoding_dim, relu) -> Dense(S*S, sigmoid), reshaped to (S, S, 1).
 
     `hidden_units` > 0 adds one hidden layer of that width on each side (deeper option, not the seed).
     """
-    encoder = build_dense_encoder(image_size, encoding_dim, hidden_units, dropout, code_activation)
+    encoder = build_dense_encoder(image_size, encoding_dim, hidden_units, dropout, code_activation, center)
     decoder = build_dense_decoder(image_size, encoding_dim, hidden_units)
     return join(encoder, decoder, name="ae_dense")
 
