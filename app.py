@@ -1,11 +1,13 @@
 """FaceLab dashboard: `streamlit run app.py`. The frame only: page set-up, sidebar, navigation."""
 
-# aiortc's pylibsrtp (under streamlit-webrtc) segfaults when first loaded after TensorFlow, since both carry
-# OpenSSL symbols; loading it here, before any page can import TensorFlow, keeps the live page safe (0.2 s).
-import pylibsrtp  # noqa: F401  isort: skip
 import streamlit as st
 
 from facelab import ui
+from facelab.live import prepare_webrtc_import
+
+# aiortc's pylibsrtp (under streamlit-webrtc) segfaults when first loaded after TensorFlow (both carry
+# OpenSSL symbols): load it now, before a page can import TensorFlow, so the live page is always safe.
+prepare_webrtc_import()
 
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
 

@@ -316,13 +316,16 @@ def _identify(recognizer: Recognizer | None, faces: np.ndarray) -> list[Identifi
 
 
 def prepare_webrtc_import() -> None:
-    """Make importing streamlit-webrtc safe in this process; call it just before that import.
+    """Make importing streamlit-webrtc safe in this process; call it early (app.py does) or before that import.
 
     aiortc's pylibsrtp carries its own OpenSSL; loaded after TensorFlow (whose BoringSSL symbols are
     global) its calls bind to TensorFlow's copies and the process dies (segmentation fault, seen with
     TensorFlow 2.21 and pylibsrtp 1.0). RTLD_DEEPBIND makes it use its own symbols first.
     """
-    if "pylibsrtp" in sys.modules or "tensorflow" not in sys.modules or not hasattr(os, "RTLD_DEEPBIND"):
+    if "pylibsrtp" in sys.modules:
+        return
+    if "tensorflow" not in sys.modules or not hasattr(os, "RTLD_DEEPBIND"):
+        import pylibsrtp  # noqa: F401  loaded first, it is safe whatever comes later
         return
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
