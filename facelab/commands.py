@@ -223,24 +223,12 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _faces_in(img_bgr, detector, size: int) -> list:
-    """Every face in a photo; a small image with no detectable face is taken as a crop of one face."""
-    from facelab.data import CROP_MAX_SIDE
-    from facelab.preprocess import Box, DetectedFace, extract_faces, to_face
-
-    found = extract_faces(img_bgr, detector, size)
-    if not found and max(img_bgr.shape[:2]) <= CROP_MAX_SIDE:
-        h, w = img_bgr.shape[:2]
-        found = [DetectedFace(Box(0, 0, w, h), to_face(img_bgr, size), False)]
-    return found
-
-
 def _identify_run(args: argparse.Namespace) -> int:
     """Name every face in photos with a saved model ("unknown" below the threshold)."""
     import numpy as np
 
     from facelab.images import read_image
-    from facelab.preprocess import FaceDetector
+    from facelab.preprocess import FaceDetector, faces_in_image
     from facelab.registry import load_model
 
     model = load_model(args.bundle)
@@ -256,7 +244,7 @@ def _identify_run(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             results.append({"image": name, "error": str(err), "faces": []})
             continue
-        found = _faces_in(img, detector, size)
+        found = faces_in_image(img, detector, size)
         answers = recognizer.identify(np.stack([f.face for f in found])) if found else []
         faces = [{"box": f.box.as_dict(), "name": a.name, "probability": round(float(a.confidence), 4),
                   "known": bool(a.known), "top": [[n, round(float(s), 4)] for n, s in a.top]}

@@ -30,11 +30,10 @@ import numpy as np
 from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import IMAGE_SUFFIXES, read_image
-from facelab.preprocess import FaceDetector, align_face, to_face
+from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image, to_face  # noqa: F401  (the crop rule)
 
 log = logging.getLogger(__name__)
 
-CROP_MAX_SIDE = 128
 ZIP_MAX_BYTES = 1024**3  # unpacked size limit
 ZIP_MAX_FILES = 50_000
 ZIP_MAX_RATIO = 200  # a member that unpacks to 200x its packed size is a zip bomb, not a photo
@@ -263,7 +262,7 @@ def load_folder(path: str | Path, image_size: int = FACE_SIZE, source: str | Non
         raise BadInputError(f"{root}: no sub-folders; put each person's images in a folder named after them")
     files = [(person, f) for person in people for f in sorted(person.iterdir())
              if f.is_file() and not f.name.startswith(".")]
-    detector: FaceDetector | None = None
+    detector = FaceDetector()
     skipped: list[SkippedFile] = []
     per_person: dict[str, list[tuple[np.ndarray, str]]] = {p.name: [] for p in people}
     for i, (person, file) in enumerate(files):
@@ -278,16 +277,11 @@ def load_folder(path: str | Path, image_size: int = FACE_SIZE, source: str | Non
         except BadInputError as err:
             skipped.append(SkippedFile(rel, str(err).removeprefix(f"{rel}: ")))
             continue
-        if max(img.shape[:2]) <= CROP_MAX_SIDE:
-            per_person[person.name].append((to_face(img, image_size), rel))
+        found = faces_in_image(img, detector, image_size)
+        if len(found) != 1:
+            skipped.append(SkippedFile(rel, "no face found" if not found else f"{len(found)} faces found; expected one"))
             continue
-        detector = detector or FaceDetector()
-        boxes = detector.detect(img)
-        if len(boxes) != 1:
-            skipped.append(SkippedFile(rel, "no face found" if not boxes else f"{len(boxes)} faces found; expected one"))
-            continue
-        face, _ = align_face(img, boxes[0], detector, image_size)
-        per_person[person.name].append((face, rel))
+        per_person[person.name].append((found[0].face, rel))
     return _assemble(per_person, skipped, source or f"folder {root}", image_size)
 
 

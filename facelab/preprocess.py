@@ -169,6 +169,20 @@ def align_face(img: np.ndarray, box: Box, detector: FaceDetector | None = None, 
     return crop.astype(np.float32) / 255.0, angle != 0.0
 
 
+# An image whose sides are both at most this many pixels is a face crop (AT&T's 92x112, Olivetti's 64x64):
+# the detector needs context around a face and would find none, or a part of it, in a tight crop.
+CROP_MAX_SIDE = 128
+
+
+def faces_in_image(img: np.ndarray, detector: FaceDetector, size: int = FACE_SIZE) -> list[DetectedFace]:
+    """The faces to use from one image: a small one (sides <= CROP_MAX_SIDE) is a crop used whole, a larger
+    one is a photo searched for faces (largest first)."""
+    if max(img.shape[:2]) <= CROP_MAX_SIDE:
+        height, width = img.shape[:2]
+        return [DetectedFace(Box(0, 0, width, height), to_face(img, size), False)]
+    return extract_faces(img, detector, size)
+
+
 def extract_faces(img: np.ndarray, detector: FaceDetector, size: int = FACE_SIZE, align: bool = True) -> list[DetectedFace]:
     """Every face in a photo, detected, aligned and cropped, largest first."""
     out = []

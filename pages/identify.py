@@ -7,10 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from facelab import plots, ui
-from facelab.data import CROP_MAX_SIDE
 from facelab.errors import FaceLabError
 from facelab.images import read_image
-from facelab.preprocess import Box, DetectedFace, FaceDetector, extract_faces, to_face
+from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image
 
 st.title("Identify")
 candidates = ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
@@ -44,11 +43,7 @@ for photo in photos or []:
     st.markdown(f"**{photo.name}**")
     try:
         img = read_image(photo.getvalue(), name=photo.name)
-        if max(img.shape[:2]) <= CROP_MAX_SIDE:
-            # The data loader's rule: an image this small is a face crop and is used whole.
-            found = [DetectedFace(Box(0, 0, img.shape[1], img.shape[0]), to_face(img), False)]
-        else:
-            found = extract_faces(img, detector)
+        found = faces_in_image(img, detector)
         if not found:
             st.warning(f"{photo.name}: no face found. Faces need to be frontal and at least 40 pixels wide.")
             continue

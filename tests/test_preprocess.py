@@ -5,7 +5,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facelab.preprocess import AugmentConfig, Box, FaceDetector, align_face, augment_faces, extract_faces, to_face
+from facelab.preprocess import (
+    AugmentConfig,
+    Box,
+    FaceDetector,
+    align_face,
+    augment_faces,
+    extract_faces,
+    faces_in_image,
+    to_face,
+)
 from tests.helpers import photo_with_faces
 
 
@@ -76,3 +85,14 @@ def test_augmentation_is_seeded_and_changes_faces(olivetti):
     assert a.shape == faces.shape and a.min() >= 0 and a.max() <= 1
     still = augment_faces(faces, np.random.default_rng(1), AugmentConfig(0, 0, 0, False, 0, 0))
     np.testing.assert_allclose(still, faces, atol=1e-5)
+
+
+def test_faces_in_image_uses_crops_whole_and_searches_photos(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    detector = FaceDetector()
+    crop = faces_in_image(cv2.cvtColor(faces[5], cv2.COLOR_GRAY2BGR), detector)
+    assert len(crop) == 1 and crop[0].box == Box(0, 0, 64, 64)
+    np.testing.assert_allclose(crop[0].face, faces[5] / 255, atol=1e-6)
+    photo = faces_in_image(photo_with_faces([faces[0], faces[20]], width=480), detector)
+    assert len(photo) == 2 and all(f.box.w > 100 for f in photo)
+    assert faces_in_image(np.full((240, 320, 3), 128, np.uint8), detector) == []
