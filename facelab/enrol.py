@@ -26,7 +26,7 @@ from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import read_image
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
-from facelab.preprocess import Box, FaceDetector, to_grey
+from facelab.preprocess import CROP_MAX_SIDE, Box, FaceDetector, to_face, to_grey
 from facelab.recognition import UNKNOWN
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,10 @@ def crops_from_photos(
         except BadInputError as err:
             out.append(Crop(name, None, None, str(err)))
             continue
-        out.append(crop_image(img, name, detector, cfg))
+        if max(img.shape[:2]) <= CROP_MAX_SIDE:  # a face crop is used whole, as everywhere in FaceLab
+            out.append(Crop(name, to_face(img, cfg.face_size), Box(0, 0, img.shape[1], img.shape[0])))
+        else:
+            out.append(crop_image(img, name, detector, cfg))
     return out
 
 

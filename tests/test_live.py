@@ -350,9 +350,11 @@ def test_crops_from_photos_accepts_and_refuses(olivetti_uint8):
         ("two.png", _png(place_faces([faces[50], faces[60]], side=150))),
         ("small.png", _png(place_faces([faces[50]], side=50))),
         ("broken.jpg", b"\xff\xd8\xff not really a jpeg"),
+        ("crop.png", _png(faces[52])),  # a 64x64 face crop: used whole, as the data loader does
     ]
     crops = crops_from_photos(photos)
-    assert [c.ok for c in crops] == [True, True, False, False, False, False]
+    assert [c.ok for c in crops] == [True, True, False, False, False, False, True]
+    np.testing.assert_allclose(crops[6].face, faces[52] / 255, atol=1e-6)
     assert crops[0].face.shape == (64, 64) and crops[0].face.dtype == np.float32
     assert "no face" in crops[2].reason and "empty.png" in crops[2].reason
     assert "one person at a time" in crops[3].reason
