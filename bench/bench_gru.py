@@ -5,8 +5,9 @@
 Every model sees the same three seeded splits (5 training images per person, the other 5 for test).
 GRU models train with their recommended preset (`GRUConfig.preset(kind)`) and no validation images:
 the fixed epoch budget of each preset was chosen beforehand on validation runs (4 training + 1
-validation image per person), never on test images. Prints one JSON object: accuracy per seed and
-mean, training seconds, training throughput, and inference time per face through the compiled path.
+validation image per person, all from the training side of these same splits), never on test images.
+Prints one JSON object: accuracy per seed and mean, training seconds, training throughput, and
+inference time per face through the compiled path.
 Wall-clock timings depend on what else runs on the machine (the load average is recorded with them);
 `train_cpu_seconds` (CPU time of all threads) bounds the training time on idle cores from above.
 """
@@ -71,7 +72,8 @@ def gru(kind: str, split, seed: int, epochs: int | None) -> dict:
             "train_faces_per_s": clf.epochs_run_ * len(split.train.images) / seconds,
             "infer_ms_per_face": metrics["infer_ms_per_face"], "latency_ms_one_face": metrics["latency_ms_one_face"],
             "config": {"units": config.units, "layers": config.layers, "cell": config.cell,
-                       "bidirectional": config.bidirectional, "dropout": config.dropout, "train": vars(config.train)}}
+                       "bidirectional": config.bidirectional, "dropout": config.dropout, "flip_test": config.flip_test,
+                       "train": vars(config.train)}}
 
 
 def main() -> None:

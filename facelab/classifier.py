@@ -61,17 +61,28 @@ class GRUConfig:
     def preset(cls, kind: str) -> GRUConfig:
         """The recommended config of a kind: "gru" keeps the seed architecture, with our training recipe.
 
-        The recipes (augmentation, cosine schedule with warm-up, clipping, label smoothing, epoch budget) were
-        chosen on validation runs (4 training + 1 validation face per person on Olivetti), not on test faces.
+        The recipes (augmentation, cosine schedule with warm-up, clipping, label smoothing, weight decay, epoch
+        budget, mirror averaging) were chosen on validation runs (4 training + 1 validation face per person on
+        Olivetti, the validation face taken from the training side), not on test faces.
         """
         if kind == "gru":
             # Seed architecture: GRU(128, sequences) -> GRU(128) -> softmax, nothing added but the
             # weightless per-face standardisation. The recipe is the training.
+            # Picked on the benchmark splits' training side only (seeds 0-2, each person's 5 training faces
+            # as 4 train + 1 validation, 120 validation faces; mean validation accuracy, plain / mirrored):
+            # 80 epochs 81.7% / 82.5%; 120 epochs 83.3% / 85.0%; 120 epochs + AdamW decay 0.05 85.0% / 85.0%.
+            # Mirroring lowered none of 9 plain-weight folds and raised 3; a weight EMA (0.99) gave 82.5% at 80
+            # epochs and 83.3% at 120 (no gain over 120 plain, so off). 120 epochs: ~75 CPU s on 160 faces.
             return cls(kind="gru", units=128, layers=2, cell="gru", bidirectional=False, dropout=0.0,
-                       standardize=True,
-                       train=TrainConfig(epochs=80, batch_size=16, learning_rate=2e-3, clipnorm=1.0,
-                                         lr_schedule="cosine", warmup_epochs=3, augment=True, label_smoothing=0.1))
+                       standardize=True, flip_test=True,
+                       train=TrainConfig(epochs=120, batch_size=16, learning_rate=2e-3, weight_decay=0.05,
+                                         clipnorm=1.0, lr_schedule="cosine", warmup_epochs=3, augment=True,
+                                         label_smoothing=0.1))
         if kind == "cnn-gru":
+            # Same validation protocol as "gru" (120 training-side faces): this recipe 95.0%; none of the
+            # alternatives tried beat it: 80 epochs 95.0%, weight EMA 0.99 94.2%, AdamW decay 0.05 94.2%,
+            # dropout 0.4 94.2%, learning rate 3e-3 94.2%, label smoothing 0 92.5% / 0.2 94.2%; mirror
+            # averaging 95.0% (no gain, so off).
             return cls(kind="cnn-gru", units=128, layers=1, cell="gru", bidirectional=True, dropout=0.3,
                        conv_blocks=2, base_filters=16, standardize=True,
                        train=TrainConfig(epochs=50, batch_size=16, learning_rate=2e-3, clipnorm=1.0,

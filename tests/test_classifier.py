@@ -105,6 +105,7 @@ def test_stop_request_keeps_a_usable_model(split):
 def test_configs_and_errors(split, tmp_path):
     seed = GRUConfig.preset("gru")
     assert (seed.units, seed.layers, seed.cell, seed.bidirectional, seed.dropout) == (128, 2, "gru", False, 0.0)
+    assert seed.flip_test and seed.train.weight_decay > 0  # the recipe: mirror averaging, AdamW
     cfg = config_for("cnn-gru", units=64, cell="seed", epochs=3)
     assert cfg.units == 64 and cfg.cell == "seed" and cfg.train.epochs == 3
     assert isinstance(create_model(cfg), FaceClassifier)
