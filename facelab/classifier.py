@@ -125,6 +125,35 @@ class ClassifierRecognizer:
         return out
 
 
+def warm_start(model, source: FaceClassifier, names: list[str]) -> int:
+    """Copy a trained classifier's weights into `model` layer by layer (matched by name). A layer that
+    differs only in its number of people (the output) gets the columns of the people both know.
+    Returns how many layers were copied."""
+    source._check_fitted()
+    old_index = {name: i for i, name in enumerate(source.names_)}
+    shared = [(j, old_index[name]) for j, name in enumerate(names) if name in old_index]
+    new_cols, old_cols = [j for j, _ in shared], [i for _, i in shared]
+    copied = 0
+    for layer in model.layers:
+        try:
+            old_weights = source.keras_model_.get_layer(layer.name).get_weights()
+        except ValueError:
+            continue
+        weights = layer.get_weights()
+        if not weights or len(weights) != len(old_weights):
+            continue
+        if all(w.shape == o.shape for w, o in zip(weights, old_weights)):
+            layer.set_weights(old_weights)
+        elif shared and all(w.shape[:-1] == o.shape[:-1] for w, o in zip(weights, old_weights)):
+            for w, o in zip(weights, old_weights):
+                w[..., new_cols] = o[..., old_cols]
+            layer.set_weights(weights)
+        else:
+            continue
+        copied += 1
+    return copied
+
+
 class FaceClassifier:
     """A GRU or CNN->GRU face classifier; `fit(split)` trains it, `recognizer()` names faces."""
 
@@ -137,8 +166,11 @@ class FaceClassifier:
 
     # ------------------------------------------------------------------------------------ training
     def fit(self, split: DataSplit, on_epoch: ProgressFn | None = None, on_batch: ProgressFn | None = None,
-            stop: StopRequest | None = None) -> FaceClassifier:
-        """Train on split.train, selecting the best epoch on split.val (if any); split.test is not touched."""
+            stop: StopRequest | None = None, init_from: FaceClassifier | None = None) -> FaceClassifier:
+        """Train on split.train, selecting the best epoch on split.val (if any); split.test is not touched.
+
+        `init_from` (a trained classifier of the same architecture) starts from its weights: fine-tuning.
+        """
         import keras
 
         from facelab.training import fit_keras, seed_everything
@@ -153,6 +185,9 @@ class FaceClassifier:
         cfg = self.config.train
         seed_everything(cfg.seed)
         model = build_model(self.config, people, train.image_size[0])
+        if init_from is not None:
+            copied = warm_start(model, init_from, train.names)
+            log.info("fine-tuning: %d layer(s) start from %s", copied, init_from)
         x = train.images.astype(np.float32)
         y = keras.utils.to_categorical(train.labels, people).astype(np.float32)
         validation = None

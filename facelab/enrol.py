@@ -282,9 +282,10 @@ class FineTuneStatus:
 class FineTuneJob:
     """Trains a new classifier on an enlarged split in a thread; the page polls and swaps in `result`."""
 
-    def __init__(self, make_model: Callable[[], Any], split: DataSplit) -> None:
+    def __init__(self, make_model: Callable[[], Any], split: DataSplit, init_from: Any = None) -> None:
         self._make_model = make_model
         self._split = split
+        self._init_from = init_from  # the serving classifier whose weights the new one starts from
         self._lock = threading.Lock()
         self._epoch = 0
         self._epochs = 0
@@ -305,7 +306,8 @@ class FineTuneJob:
     def _run(self) -> None:
         try:
             model = self._make_model()
-            model.fit(self._split, on_epoch=self._on_epoch, stop=self.stop)
+            warm = {"init_from": self._init_from} if self._init_from is not None else {}
+            model.fit(self._split, on_epoch=self._on_epoch, stop=self.stop, **warm)
             with self._lock:
                 self._result = model
         except FaceLabError as err:
@@ -337,13 +339,12 @@ class FineTuneJob:
 
 
 def start_fine_tune(classifier: Any, split: DataSplit, name: str, faces: np.ndarray, epochs: int | None = None) -> FineTuneJob:
-    """Train a NEW classifier of `classifier`'s config on `split` plus `name`'s faces, in a thread.
-
-    The output layer grows by one person, so the new model trains from a fresh start with the same
-    recipe (`epochs` may shorten it); `classifier` itself keeps serving until the result is swapped in.
+    """Fine-tune a NEW classifier on `split` plus `name`'s faces, in a thread, starting from `classifier`'s
+    weights (its output layer grows by one person; `epochs` may shorten the recipe). `classifier` keeps
+    serving until the result is swapped in: a model a stream uses is never changed in place.
     """
     if not hasattr(classifier, "with_config"):
         raise FaceLabError(f"{getattr(classifier, 'kind', type(classifier).__name__)} models cannot be fine-tuned")
     grown = enlarged_split(split, name, faces)
     overrides = {"epochs": int(epochs)} if epochs else {}
-    return FineTuneJob(lambda: classifier.with_config(**overrides), grown).start()
+    return FineTuneJob(lambda: classifier.with_config(**overrides), grown, init_from=classifier).start()

@@ -116,3 +116,21 @@ def test_configs_and_errors(split, tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(BadInputError, match="not a FaceLab model bundle"):
         FaceClassifier.load(tmp_path / "x")
+
+
+def test_fine_tuning_starts_from_the_trained_weights(trained, split, olivetti):
+    """A newcomer replaces person 40: one epoch from the trained weights keeps the 39 others recognised,
+    where one epoch from scratch does not."""
+    from dataclasses import replace
+
+    clf, _ = trained
+    renamed = replace(olivetti, names=[*olivetti.names[:39], "newcomer"])
+    grown = split_dataset(renamed, train_per_person=5, val_per_person=1, seed=0)
+    one_epoch = _quick("cnn-gru", epochs=1, warmup_epochs=0)
+    warm = FaceClassifier(one_epoch).fit(grown, init_from=clf)
+    fresh = FaceClassifier(one_epoch).fit(grown)
+    old_people = grown.test.subset(np.flatnonzero(grown.test.labels < 39))
+    before = clf.evaluate(split.test.subset(np.flatnonzero(split.test.labels < 39)))["accuracy"]  # same faces
+    assert warm.names_[39] == "newcomer"
+    assert warm.evaluate(old_people)["accuracy"] >= before - 0.15
+    assert warm.evaluate(old_people)["accuracy"] > fresh.evaluate(old_people)["accuracy"] + 0.2
