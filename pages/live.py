@@ -151,7 +151,8 @@ gallery_model = ui.is_autoencoder(model)
 classifiers = {n: m for n, m in ui.models().items() if ui.is_classifier(m)}
 st.caption(
     "An autoencoder's gallery takes a new person at once, without retraining; a GRU classifier can be "
-    "retrained on its data set plus the new person in the background (a new model, swapped in when done)."
+    "fine-tuned on its data set plus the new person in the background, starting from its weights (a new model, "
+    "swapped in when done)."
 )
 config = EnrolConfig(n_faces=int(st.number_input("Face crops to collect", 3, 30, 10, key="live.enrol.n")))
 person = st.text_input("Name", key="live.enrol.name")
@@ -192,7 +193,7 @@ if faces is not None and len(faces):
     tune = None
     if classifiers:
         tune = st.selectbox(
-            "Also retrain a GRU classifier with this person (background)",
+            "Also fine-tune a GRU classifier with this person (background)",
             ["no", *classifiers],
             index=0 if gallery_model else 1,
             key="live.enrol.tune",
@@ -233,7 +234,7 @@ def fine_tune_progress() -> None:
     new_name, job = st.session_state[FINE_TUNE]
     status = job.status()
     if status.running:
-        st.progress(status.epoch / max(status.epochs, 1), f"Retraining {new_name}: epoch {status.epoch}/{status.epochs}")
+        st.progress(status.epoch / max(status.epochs, 1), f"Fine-tuning {new_name}: epoch {status.epoch}/{status.epochs}")
         return
     st.session_state.pop(FINE_TUNE)
     if status.error or job.result is None:
@@ -241,7 +242,7 @@ def fine_tune_progress() -> None:
         return
     path = save_model(job.result, ui.model_dir() / new_name)
     ui.add_model(new_name, job.result, path, activate=False)  # the stream keeps its model until one is picked
-    st.success(f"Retrained {new_name} in {status.elapsed_s:.0f} s; pick it above to use it. Saved to {path}.")
+    st.success(f"Fine-tuned {new_name} in {status.elapsed_s:.0f} s; pick it above to use it. Saved to {path}.")
 
 
 if FINE_TUNE in st.session_state:

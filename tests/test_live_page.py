@@ -199,7 +199,7 @@ def test_retraining_a_classifier_with_the_new_person_runs_in_the_background(
     assert "Ada" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names  # the gallery at once
     job.join(120)
     at.run()
-    assert not at.exception and any("Retrained synth-gru-Ada" in s.value for s in at.success)
+    assert not at.exception and any("Fine-tuned synth-gru-Ada" in s.value for s in at.success)
     retrained = at.session_state[ui.MODELS]["synth-gru-Ada"]
     assert retrained is not gru and retrained.names_[-1] == "Ada" and "Ada" not in gru.names_
     assert (model_dir / "synth-gru-Ada").is_dir()
