@@ -135,10 +135,11 @@ def frames_in(summary: str) -> int:
 
 
 def watch_live_page(
-    url: str, chromium_path: str, feed: Path, min_frames: int = 30, limit_s: float = 60.0
+    url: str, chromium_path: str, feed: Path, min_frames: int = 30, min_samples: int = 6, limit_s: float = 60.0
 ) -> tuple[list[str], str]:
     """Open the live page with `feed` as the camera, press START and read "On camera now" until the
-    stream has processed `min_frames` frames (about 1 s at camera speed; far slower on a busy machine).
+    stream has processed `min_frames` frames (about 1 s at camera speed; far slower on a busy machine)
+    and the page was read `min_samples` times (face-less frames are quick: frames alone can come first).
 
     Returns the samples and the last stream summary ("... N frames; name: P% of frames").
     """
@@ -159,7 +160,7 @@ def watch_live_page(
             now.first.wait_for(timeout=30_000)  # the first processed frame has reached the page
             stats = page.get_by_text(re.compile(r"frames/s, .* frames;"))
             end = time.monotonic() + limit_s
-            while time.monotonic() < end and frames_in(summary) < min_frames:
+            while time.monotonic() < end and (frames_in(summary) < min_frames or len(samples) < min_samples):
                 if now.count():
                     samples.append(now.first.inner_text())
                 if stats.count():
