@@ -424,6 +424,41 @@ def _history_of(job: TrainingJob) -> dict[str, list[float]]:
     return dict(getattr(job.model, "history_", None) or job.snapshot()[1])
 
 
+def training_section(kind: str, ds: Any, key: str, page: str) -> None:
+    """The body both train pages share: a widget per config field of `kind`, the split, the training panel."""
+    from facelab import registry
+
+    with st.spinner("Loading the model code (Keras)..."):
+        preset = registry.config_for(kind)
+    st.subheader("Settings")
+    config = config_form(preset, key=f"{key}.{kind}")
+    st.subheader("Split")
+    make_split = split_form(ds, key=f"{key}.split")
+    st.subheader("Training")
+    training_panel(page, lambda: registry.create_model(config), make_split, default_name=kind)
+
+
+def recognizer_with_threshold(model: Any, key: str) -> Any:
+    """A threshold slider suited to the model and its recogniser at that threshold (stops the page on error).
+
+    A classifier's threshold is a probability; a gallery's is a code distance (farther faces are "unknown").
+    """
+    try:
+        default = model.recognizer()
+    except FaceLabError as err:
+        show_error(err)
+        st.stop()
+    if is_classifier(model):
+        threshold = st.slider("Minimum probability to name a face", 0.0, 1.0, float(default.threshold), 0.01,
+                              key=key, help="below it the face is answered \"unknown\"")
+    else:
+        top = 2.0 if getattr(default, "metric", "cosine") == "cosine" else 50.0
+        start = min(float(default.threshold), top) if math.isfinite(default.threshold) else top
+        threshold = st.slider("Maximum code distance to name a face", 0.0, top, start, top / 200, key=key,
+                              help="calibrated when the model was trained; farther faces are answered \"unknown\"")
+    return model.recognizer(threshold)
+
+
 def training_panel(page: str, make_model: Callable[[], Any], make_split: Callable[[], Any], default_name: str) -> None:
     """Name, Train button, live progress and curves, Stop button, and the result with its metrics.
 

@@ -1,6 +1,5 @@
 """Identify: upload photos; every face is boxed and named (or "unknown") by the chosen model."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -17,22 +16,7 @@ name, model = ui.pick_model("Model that answers", candidates, key="identify.mode
 kind = "autoencoder gallery (nearest codes)" if ui.is_autoencoder(model) else "GRU classifier (softmax)"
 st.caption(f"{name}: {kind}, {len(model.names_)} people.")
 
-try:
-    default = model.recognizer()
-except FaceLabError as err:
-    ui.show_error(err)
-    st.stop()
-if ui.is_classifier(model):
-    threshold = st.slider("Minimum probability to name a face", 0.0, 1.0, float(default.threshold), 0.01,
-                          key=f"identify.threshold.{name}", help="below it the face is answered \"unknown\"")
-else:
-    # A gallery threshold is a distance: faces farther than it from everyone are "unknown".
-    top = 2.0 if getattr(default, "metric", "cosine") == "cosine" else 50.0
-    start = float(default.threshold) if math.isfinite(default.threshold) else top
-    threshold = st.slider("Maximum code distance to name a face", 0.0, top, min(start, top), top / 200,
-                          key=f"identify.threshold.{name}", help="calibrated on validation faces when trained; "
-                          "farther faces are answered \"unknown\"")
-recognizer = model.recognizer(threshold)
+recognizer = ui.recognizer_with_threshold(model, key=f"identify.threshold.{name}")
 
 st.caption(f"Photos are searched for faces; an image of at most {CROP_MAX_SIDE} pixels a side is taken as one face "
            "crop.")

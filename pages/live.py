@@ -1,6 +1,5 @@
 """Live webcam: every face boxed and named as it moves; add or remove people without leaving the app."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -58,23 +57,12 @@ if name not in session:
         st.stop()
 model = ui.models()[name]
 
-try:
-    base = model.recognizer()
-except FaceLabError as err:
-    ui.show_error(err)
-    st.stop()
-if ui.is_classifier(model):
-    threshold = st.slider(
-        "Minimum probability to name a face", 0.0, 1.0, float(base.threshold), 0.01, key=f"live.threshold.{name}"
-    )
-else:  # a gallery threshold is a code distance: farther faces are "unknown"
-    top = 2.0 if getattr(base, "metric", "cosine") == "cosine" else 50.0
-    start = min(float(base.threshold), top) if math.isfinite(base.threshold) else top
-    threshold = st.slider("Maximum code distance to name a face", 0.0, top, start, top / 200, key=f"live.threshold.{name}")
+recognizer = ui.recognizer_with_threshold(model, key=f"live.threshold.{name}")
+threshold = recognizer.threshold  # kept for snapshots and for models that enrolment replaces
 
 live: LiveRecognizer = st.session_state.setdefault(LIVE, LiveRecognizer())
 # A new recogniser object per run; the stream thread picks it up at its next frame.
-live.set_recognizer(model.recognizer(threshold), name)
+live.set_recognizer(recognizer, name)
 
 # ---------------------------------------------------------------------------------------- video
 mode = st.radio(

@@ -14,12 +14,4 @@ PRESETS = {"ae-dense": "Seed network (dense, 64-number code, as in the seed)",
 kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key="ae.preset")
 st.caption(registry.KIND_LABELS[kind])
 
-with st.spinner("Loading the model code (Keras)..."):
-    preset = registry.config_for(kind)
-st.subheader("Settings")
-config = ui.config_form(preset, key=f"ae.{kind}")
-st.subheader("Split")
-make_split = ui.split_form(ds, key="ae.split")
-
-st.subheader("Training")
-ui.training_panel("autoencoder", lambda: registry.create_model(config), make_split, default_name=kind)
+ui.training_section(kind, ds, key="ae", page="autoencoder")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from facelab import registry, ui
+from facelab import ui
 
 st.title("Train a GRU classifier")
 ds = ui.require_dataset()
@@ -33,12 +33,4 @@ z_t &= \sigma(W_z[h_{t-1}, x_t] + b_z)\\
 h_t &= z_t \odot h_{t-1} + (1 - z_t) \odot \tilde h_t
 \end{aligned}""")
 
-with st.spinner("Loading the model code (Keras)..."):
-    preset = registry.config_for(kind)
-st.subheader("Settings")
-config = ui.config_form(preset, key=f"gru.{kind}")
-st.subheader("Split")
-make_split = ui.split_form(ds, key="gru.split")
-
-st.subheader("Training")
-ui.training_panel("gru", lambda: registry.create_model(config), make_split, default_name=kind)
+ui.training_section(kind, ds, key="gru", page="gru")
