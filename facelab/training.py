@@ -347,13 +347,18 @@ def predict_batches(model, x: Arrays, batch_size: int = 256) -> Any:
     n = _n_samples(x)
     if n == 0:
         raise TrainingError("nothing to predict: no faces")
-    parts = [model.predict_on_batch(_take(x, np.arange(i, min(i + batch_size, n)))) for i in range(0, n, batch_size)]
-    first = parts[0]
+    chunks = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    return _join([(model.predict_on_batch(_take(x, idx)), len(idx)) for idx in chunks])
+
+
+def _join(parts: list[tuple[Any, int]]) -> Any:
+    """Concatenate chunked model outputs (arrays, lists or dicts of arrays), keeping the first m rows of each."""
+    first = parts[0][0]
     if isinstance(first, Mapping):
-        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in first}
+        return {k: np.concatenate([np.asarray(p[k])[:m] for p, m in parts]) for k in first}
     if isinstance(first, (list, tuple)):
-        return [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(first))]
-    return np.concatenate([np.asarray(p) for p in parts])
+        return [np.concatenate([np.asarray(p[j])[:m] for p, m in parts]) for j in range(len(first))]
+    return np.concatenate([np.asarray(p)[:m] for p, m in parts])
 
 
 def compiled_predictor(model, jit: bool = True, chunk: int = 256) -> Callable[[Arrays], Any]:
@@ -379,11 +384,6 @@ def compiled_predictor(model, jit: bool = True, chunk: int = 256) -> Callable[[A
             size = 1 << max(0, int(len(idx) - 1).bit_length()) if len(idx) <= 32 else -(-len(idx) // 32) * 32
             padded = np.concatenate([idx, np.full(size - len(idx), idx[-1])])
             parts.append((model.predict_on_batch(_take(x, padded)), len(idx)))
-        first = parts[0][0]
-        if isinstance(first, Mapping):
-            return {k: np.concatenate([np.asarray(p[k])[:m] for p, m in parts]) for k in first}
-        if isinstance(first, (list, tuple)):
-            return [np.concatenate([np.asarray(p[j])[:m] for p, m in parts]) for j in range(len(first))]
-        return np.concatenate([np.asarray(p)[:m] for p, m in parts])
+        return _join(parts)  # padding rows dropped
 
     return predict
