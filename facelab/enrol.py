@@ -25,6 +25,7 @@ from facelab import FACE_SIZE
 from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import read_image
+from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
 from facelab.preprocess import CROP_MAX_SIDE, Box, FaceDetector, to_face, to_grey
 from facelab.recognition import UNKNOWN
@@ -279,63 +280,20 @@ class FineTuneStatus:
     error: str | None = None
 
 
-class FineTuneJob:
-    """Trains a new classifier on an enlarged split in a thread; the page polls and swaps in `result`."""
+class FineTuneJob(TrainingJob):
+    """A `TrainingJob` for enrolment: fine-tunes a new classifier; the page polls `status()` and swaps in `result`."""
 
     def __init__(self, make_model: Callable[[], Any], split: DataSplit, init_from: Any = None) -> None:
-        self._make_model = make_model
-        self._split = split
-        self._init_from = init_from  # the serving classifier whose weights the new one starts from
-        self._lock = threading.Lock()
-        self._epoch = 0
-        self._epochs = 0
-        self._result: Any = None
-        self._error: str | None = None
-        self._start = 0.0
-        self._thread: threading.Thread | None = None
-        from facelab.training import StopRequest
-
-        self.stop = StopRequest()
-
-    def start(self) -> FineTuneJob:
-        self._start = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="facelab-finetune", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            model = self._make_model()
-            warm = {"init_from": self._init_from} if self._init_from is not None else {}
-            model.fit(self._split, on_epoch=self._on_epoch, stop=self.stop, **warm)
-            with self._lock:
-                self._result = model
-        except FaceLabError as err:
-            with self._lock:
-                self._error = str(err)
-        except Exception as err:  # the page shows the message; the stream keeps its old model
-            log.exception("fine-tune failed")
-            with self._lock:
-                self._error = f"fine-tuning failed: {err}"
-
-    def _on_epoch(self, progress: Any) -> None:
-        with self._lock:
-            self._epoch, self._epochs = int(progress.epoch), int(progress.epochs)
+        super().__init__("fine-tune", make_model(), split, folder=None, evaluate=False, init_from=init_from)
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def result(self) -> Any:
-        """The new model once training has finished, else None."""
-        with self._lock:
-            return self._result
+        self.wait(timeout)
 
     def status(self) -> FineTuneStatus:
-        running = self._thread is not None and self._thread.is_alive()
-        with self._lock:
-            return FineTuneStatus(running, self._epoch, self._epochs, time.monotonic() - self._start, self._error)
+        progress, _ = self.snapshot()
+        epoch, epochs = (int(progress.epoch), int(progress.epochs)) if progress is not None else (0, 0)
+        end = self.finished if self.finished is not None else time.time()
+        return FineTuneStatus(self.running, epoch, epochs, end - self.started, self.error)
 
 
 def start_fine_tune(classifier: Any, split: DataSplit, name: str, faces: np.ndarray, epochs: int | None = None) -> FineTuneJob:

@@ -14,8 +14,6 @@ import math
 import os
 import re
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import streamlit as st
 
 from facelab.errors import FaceLabError
+from facelab.jobs import TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -300,76 +299,6 @@ def _step(lo: float, hi: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------- training
-class TrainingJob:
-    """One training run in a background thread: progress, growing history, the finished model.
-
-    The Keras callbacks (`on_epoch`, `on_batch`) only write here under a lock; the page reads a
-    snapshot. The finished model is saved as a bundle by the thread itself, so nothing depends on
-    the browser tab staying open.
-    """
-
-    def __init__(self, name: str, model: Any, split: Any, folder: Path, evaluate: bool = True) -> None:
-        from facelab.training import StopRequest
-
-        self.name = name
-        self.model = model
-        self.split = split
-        self.folder = Path(folder)
-        self.evaluate = evaluate
-        self.stop = StopRequest()
-        self.progress = None  # latest facelab.training.TrainingProgress
-        self.history: dict[str, list[float]] = {}
-        self.error: str | None = None
-        self.path: Path | None = None
-        self.started = time.time()
-        self.finished: float | None = None
-        self.collected = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"facelab-train-{name}", daemon=True)
-
-    def start(self) -> TrainingJob:
-        self._thread.start()
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.finished is None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self.running
-
-    def _on_batch(self, progress) -> None:
-        with self._lock:
-            self.progress = progress
-
-    def _on_epoch(self, progress) -> None:
-        with self._lock:
-            self.progress = progress
-            for key, value in progress.logs.items():
-                self.history.setdefault(key, []).append(float(value))
-
-    def snapshot(self) -> tuple[Any, dict[str, list[float]]]:
-        """The latest progress and a copy of the history so far."""
-        with self._lock:
-            return self.progress, {k: list(v) for k, v in self.history.items()}
-
-    def _run(self) -> None:
-        try:
-            self.model.fit(self.split, on_epoch=self._on_epoch, on_batch=self._on_batch, stop=self.stop)
-            if self.evaluate and len(self.split.test.images):
-                self.model.evaluate(self.split.test)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.path = Path(self.model.save(self.folder / self.name))
-        except FaceLabError as err:
-            self.error = str(err)
-        except Exception as err:  # noqa: BLE001 - a failed run must end the job, not the server thread
-            log.exception("training %s failed", self.name)
-            self.error = f"training failed: {type(err).__name__}: {err}"
-        finally:
-            self.finished = time.time()
-
-
 def jobs() -> dict[str, TrainingJob]:
     return st.session_state.setdefault(JOBS, {})
 
