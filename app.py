@@ -33,15 +33,24 @@ page = st.navigation(pages)
 ui.collect_finished()
 with st.sidebar:
     st.caption(ui.device_label())
-    ds = ui.dataset()
-    st.markdown(f"**Data:** {st.session_state.get(ui.DATASET_LABEL, ds.source) if ds is not None else 'none yet'}")
-    active = ui.active_model_name()
-    st.markdown(f"**Model:** {active or 'none yet'}")
-    for job in ui.running_jobs():
-        progress = job.progress
-        where = f"epoch {progress.epoch}/{progress.epochs}" if progress else "starting"
-        st.caption(f"Training {job.name}: {where}")
+    # Filled after the page runs, so that a dataset loaded or a model trained by this very run shows at once.
+    status = st.empty()
     st.text_input("Model folder", str(ui.default_model_dir()), key=ui.MODEL_DIR,
                   help="every finished training is saved here as a bundle; $FACELAB_MODEL_DIR sets the default")
 
-page.run()
+
+def draw_status() -> None:
+    with status.container():
+        ds = ui.dataset()
+        st.markdown(f"**Data:** {st.session_state.get(ui.DATASET_LABEL, ds.source) if ds is not None else 'none yet'}")
+        st.markdown(f"**Model:** {ui.active_model_name() or 'none yet'}")
+        for job in ui.running_jobs():
+            progress = job.progress
+            where = f"epoch {progress.epoch}/{progress.epochs}" if progress else "starting"
+            st.caption(f"Training {job.name}: {where}")
+
+
+try:
+    page.run()
+finally:  # also when the page stops early (st.stop)
+    draw_status()

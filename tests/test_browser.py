@@ -115,6 +115,9 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
     page.get_by_text("synthetic (seed 0, 12 people)").first.wait_for(timeout=60_000)
     wait_idle(page)
     assert_no_exception(page, "data after Load")
+    # The sidebar names the data loaded by this very run (it is drawn after the page), not "none yet".
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert sidebar.get_by_text(re.compile(r"synthetic")).count() >= 1, sidebar.inner_text()
 
     # Within the same session (sidebar links keep st.session_state), every page again.
     for title, heading in (("Evaluate", "Evaluate"), ("Train autoencoder", "Train an autoencoder"),
