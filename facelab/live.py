@@ -52,6 +52,7 @@ class LiveConfig:
     max_faces: int = 8  # the largest faces only: bounds the per-frame cost in a crowd
     fps_window: int = 30  # frames over which frames per second are measured
     queue_size: int = 8  # results kept for the page; the oldest is dropped when it is full
+    smooth_frames: int = 5  # a face is named by the majority of its last answers (1 = every frame on its own)
     draw: bool = True
 
 
@@ -115,6 +116,73 @@ class StreamStats:
         return self.seen.get(name, 0) / self.frames if self.frames else 0.0
 
 
+@dataclass
+class _Track:
+    box: Box
+    answers: deque[Identification]
+    missed: int = 0
+    shown: str | None = None  # the name given in the previous frame
+
+
+class NameSmoother:
+    """Steadies names across frames: each face is followed by box overlap and named by the majority of its
+    last `window` answers, so one blurred frame does not flip a name (or "unknown") for a moment."""
+
+    def __init__(self, window: int = 5, min_overlap: float = 0.3, max_missed: int = 5) -> None:
+        self.window = max(1, int(window))
+        self.min_overlap = min_overlap  # intersection over union that makes a box the same face as before
+        self.max_missed = max_missed  # frames a face may go undetected before its history is dropped
+        self._tracks: list[_Track] = []
+
+    def update(self, boxes: list[Box], answers: list[Identification]) -> list[Identification]:
+        """This frame's answers, each replaced by its face's majority answer over the recent frames."""
+        if self.window == 1:
+            return list(answers)
+        pairs = sorted(((box_overlap(b, t.box), i, j) for i, b in enumerate(boxes) for j, t in enumerate(self._tracks)),
+                       reverse=True)
+        track_of: dict[int, _Track] = {}
+        taken: set[int] = set()
+        for overlap, i, j in pairs:  # greedy: the best-overlapping pairs first (a handful of faces at most)
+            if overlap < self.min_overlap:
+                break
+            if i not in track_of and j not in taken:
+                track_of[i] = self._tracks[j]
+                taken.add(j)
+        kept = [t for j, t in enumerate(self._tracks) if j not in taken]
+        for t in kept:
+            t.missed += 1
+        self._tracks = [t for t in kept if t.missed <= self.max_missed]
+        out = []
+        for i, (box, answer) in enumerate(zip(boxes, answers)):
+            track = track_of.get(i) or _Track(box, deque(maxlen=self.window))
+            track.box, track.missed = box, 0
+            track.answers.append(answer)
+            self._tracks.append(track)
+            smoothed = _majority(track.answers, track.shown)
+            track.shown = smoothed.name
+            out.append(smoothed)
+        return out
+
+
+def _majority(answers: deque[Identification], shown: str | None) -> Identification:
+    """The most frequent name, with its mean confidence and the latest ranking. On a tie the name already
+    shown stays (a name changes only when another has more votes), else the most recent of the tied."""
+    votes = Counter(a.name for a in answers)
+    top = max(votes.values())
+    name = shown if votes.get(shown) == top else next(a.name for a in reversed(answers) if votes[a.name] == top)
+    confidence = float(np.mean([a.confidence for a in answers if a.name == name]))
+    return Identification(name, confidence, name != UNKNOWN, list(answers[-1].top))
+
+
+def box_overlap(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    inter = max(w, 0) * max(h, 0)
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
+
+
 class LiveRecognizer:
     """Per-stream frame processor: its own detector, a locked recogniser, a results queue.
 
@@ -144,6 +212,7 @@ class LiveRecognizer:
         self._last: FrameResult | None = None
         self._error: str | None = None
         self._failures = 0
+        self._smoother = NameSmoother(self.config.smooth_frames)
 
     # -- called from the page's thread -------------------------------------------------------------
 
@@ -160,8 +229,17 @@ class LiveRecognizer:
     def set_recognizer(self, recognizer: Recognizer | None, model_name: str = "") -> None:
         """Swap the recogniser (a new object; the old one is never changed, a frame may still use it)."""
         with self._lock:
+            if model_name != self._model_name or getattr(recognizer, "threshold", None) != \
+                    getattr(self._recognizer, "threshold", None):
+                self._smoother = NameSmoother(self._smoother.window)  # the old model's answers no longer count
             self._recognizer = recognizer
             self._model_name = model_name
+
+    def set_smoothing(self, frames: int) -> None:
+        """Name each face by the majority of its last `frames` answers (1 = every frame on its own)."""
+        with self._lock:
+            if frames != self._smoother.window:
+                self._smoother = NameSmoother(frames)
 
     def set_threshold(self, threshold: float) -> None:
         """Use another unknown-threshold: swaps in a shallow copy, so a recogniser shared elsewhere is untouched."""
@@ -171,6 +249,7 @@ class LiveRecognizer:
             changed = copy.copy(self._recognizer)
             changed.threshold = float(threshold)
             self._recognizer = changed
+            self._smoother = NameSmoother(self._smoother.window)
 
     def start_capture(self, capture: FaceCapture | None) -> None:
         """Feed the faces of the coming frames into an enrolment capture (None stops it)."""
@@ -199,6 +278,7 @@ class LiveRecognizer:
             self._latency_sum = 0.0
             self._last = None
             self._times.clear()
+            self._smoother = NameSmoother(self._smoother.window)
         self.drain()
 
     def drain(self) -> FrameResult | None:
@@ -233,8 +313,9 @@ class LiveRecognizer:
 
         # The lock covers only the model call: a swap waits at most one identify, never a whole frame.
         with self._lock:
-            recognizer, model_name, capture = self._recognizer, self._model_name, self._capture
+            recognizer, model_name, capture, smoother = self._recognizer, self._model_name, self._capture, self._smoother
             ids = _identify(recognizer, faces)
+        ids = smoother.update(boxes, ids)
         t3 = time.perf_counter()
         timings["identify"] = (t3 - t2) * 1e3
         if capture is not None:

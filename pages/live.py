@@ -63,6 +63,9 @@ threshold = recognizer.threshold  # kept for snapshots and for models that enrol
 live: LiveRecognizer = st.session_state.setdefault(LIVE, LiveRecognizer())
 # A new recogniser object per run; the stream thread picks it up at its next frame.
 live.set_recognizer(recognizer, name)
+live.set_smoothing(st.slider("Steady names over frames", 1, 15, live.config.smooth_frames, key="live.smooth",
+                             help="each face is named by the majority of its last answers, so one odd frame does "
+                                  "not flip its name; 1 = every frame on its own"))
 
 # ---------------------------------------------------------------------------------------- video
 mode = st.radio(

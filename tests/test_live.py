@@ -24,7 +24,8 @@ from facelab.enrol import (
     remove_person,
 )
 from facelab.errors import BadInputError, FaceLabError
-from facelab.live import STAGES, LiveConfig, LiveRecognizer, identify_image, place_faces
+from facelab.live import STAGES, LiveConfig, LiveRecognizer, NameSmoother, box_overlap, identify_image, place_faces
+from facelab.preprocess import Box
 from facelab.recognition import UNKNOWN, Identification
 
 WEBCAM = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "webcam"
@@ -123,7 +124,8 @@ def test_olivetti_frame_is_boxed_and_named(olivetti_uint8, olivetti_recognizer):
 
 def test_unseen_olivetti_images_are_mostly_named(olivetti_uint8, olivetti_recognizer):
     faces, labels = olivetti_uint8
-    live = LiveRecognizer(olivetti_recognizer, LiveConfig(draw=False))
+    # Independent photos, not video: each frame is named on its own.
+    live = LiveRecognizer(olivetti_recognizer, LiveConfig(draw=False, smooth_frames=1))
     unseen = [i for i in range(400) if i % 10 >= 5][::2]  # 100 images never enrolled
     found = right = 0
     for i in unseen:
@@ -138,7 +140,7 @@ def test_unseen_olivetti_images_are_mostly_named(olivetti_uint8, olivetti_recogn
 def test_three_faces_in_one_frame(olivetti_uint8, olivetti_recognizer):
     faces, _ = olivetti_uint8
     picks = (22, 123, 394)  # enrolled images of persons 2, 12 and 39
-    live = LiveRecognizer(olivetti_recognizer)
+    live = LiveRecognizer(olivetti_recognizer, LiveConfig(smooth_frames=1))  # independent photos, not video
     _, result = live.process(place_faces([faces[i] for i in picks], side=120))
     by_x = sorted(result.faces, key=lambda f: f.box.x)
     assert len(by_x) == 3
@@ -163,7 +165,7 @@ def test_synthetic_faces_are_named(synthetic):
     train = np.concatenate([np.flatnonzero(ds.labels == p)[:10] for p in range(ds.n_people)])
     crops, kept = pipeline_crops(ds.images[train], side=200)
     rec = NearestFace(crops, [ds.names[ds.labels[train[i]]] for i in kept], threshold=0.0)
-    live = LiveRecognizer(rec)
+    live = LiveRecognizer(rec, LiveConfig(smooth_frames=1))  # independent photos, not video
     detected = right = 0
     for i in [j for p in range(ds.n_people) for j in np.flatnonzero(ds.labels == p)[15:18]]:
         _, result = live.process(place_faces([ds.images[i]], side=200))
@@ -193,6 +195,65 @@ def test_webcam_feed_frames(olivetti_recognizer):
     stats = live.stats()
     assert stats.frames == 75 and stats.frames_with_faces == 60
     assert stats.share("person 0") == pytest.approx(stats.seen["person 0"] / 75)
+
+
+def answer(name: str, confidence: float = 0.9) -> Identification:
+    return Identification(name, confidence, name != UNKNOWN, [(name, confidence)])
+
+
+def test_smoother_keeps_a_name_through_a_flicker():
+    smoother = NameSmoother(window=5)
+    box = Box(100, 100, 120, 120)
+    names = []
+    for i, raw in enumerate(["ann", "ann", "bob", "ann", UNKNOWN, "ann", "bob", "bob", "bob"]):
+        moved = Box(box.x + 3 * i, box.y, box.w, box.h)  # the face drifts a little, as on a webcam
+        (out,) = smoother.update([moved], [answer(raw, 0.5 if raw == "bob" else 0.9)])
+        names.append(out.name)
+    # one odd frame changes nothing; three in a row take over
+    assert names == ["ann"] * 8 + ["bob"]
+    assert out.known and out.confidence == pytest.approx(0.5) and out.top == [("bob", 0.5)]
+    first = smoother.update([box], [answer(UNKNOWN, 0.2)])[0]
+    assert first.name == "bob" and first.confidence == pytest.approx(0.5)  # majority still bob
+
+
+def test_smoother_follows_each_face_and_forgets_lost_ones():
+    smoother = NameSmoother(window=3, max_missed=2)
+    left, right = Box(0, 0, 100, 100), Box(300, 0, 100, 100)
+    assert box_overlap(left, right) == 0 and box_overlap(left, left) == 1
+    for _ in range(3):
+        out = smoother.update([left, right], [answer("ann"), answer("bob")])
+    assert [a.name for a in out] == ["ann", "bob"]
+    # order of detection swapped: names follow the boxes
+    out = smoother.update([right, left], [answer(UNKNOWN), answer("ann")])
+    assert [a.name for a in out] == ["bob", "ann"]
+    # the right face is gone for 3 frames (> max_missed): a newcomer there starts afresh
+    for _ in range(3):
+        smoother.update([left], [answer("ann")])
+    assert smoother.update([right], [answer("cid")])[0].name == "cid"
+    assert NameSmoother(window=1).update([left], [answer("x")])[0].name == "x"
+
+
+def test_live_names_are_steady_over_frames(olivetti_uint8, olivetti_recognizer):
+    faces, _ = olivetti_uint8
+    img = place_faces([faces[32]], side=160)
+
+    class Flicker:
+        threshold = 0.5
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def identify(self, batch):
+            self.calls += 1
+            name = "person 3" if self.calls % 4 else "person 7"  # every 4th frame is wrong
+            return [answer(name)] * len(batch)
+
+    steady = LiveRecognizer(Flicker())
+    raw = LiveRecognizer(Flicker(), LiveConfig(smooth_frames=1))
+    assert {n for _ in range(12) for n in steady.process(img)[1].names} == {"person 3"}
+    assert {n for _ in range(12) for n in raw.process(img)[1].names} == {"person 3", "person 7"}
+    raw.set_smoothing(5)  # the live page's slider
+    assert {n for _ in range(12) for n in raw.process(img)[1].names} == {"person 3"}
 
 
 def test_threshold_change_swaps_a_copy(olivetti_uint8, olivetti_recognizer):
