@@ -143,4 +143,21 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
     out = Path(os.environ.get("FACELAB_SCREENSHOT", tmp_path / "screenshot-train.png"))
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 10_000
+
+    # Stop in the browser: a long training ends after the current batch and keeps its model.
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Train autoencoder", exact=True).click()
+    page.get_by_role("heading", name="Train an autoencoder", exact=True).wait_for(timeout=60_000)
+    page.get_by_text("Seed network", exact=False).first.click()
+    wait_idle(page)
+    box = page.get_by_label("epochs", exact=True)
+    box.fill("500")
+    box.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name=re.compile("Train$")).click()
+    page.get_by_text(re.compile(r"epoch \d+/500")).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name=re.compile("Stop$")).click()
+    page.get_by_text(re.compile(r"stopped after \d+ epoch")).wait_for(timeout=120_000)
+    wait_idle(page)
+    assert_no_exception(page, "after Stop")
+    assert page.get_by_text(re.compile(r"finished after \d+ epoch")).count() == 0
     page.close()
