@@ -109,7 +109,10 @@ class AEConfig:
                        train=TrainConfig(epochs=50, batch_size=256, learning_rate=1e-3, clipnorm=0.0,
                                          lr_schedule="constant", augment=False))
         if kind == "ae-conv":
-            return cls(kind=kind, train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3,
+            # Every training person is trained on: keeping 20% out as calibration strangers cost 1-NN accuracy on
+            # validation faces (bench split seeds 0 and 1: 58.8% with them, 73.8% without). With no identity head
+            # the trained people are not pushed apart, so their validation faces give a fair threshold.
+            return cls(kind=kind, calibration_people=0.0, train=TrainConfig(epochs=60, batch_size=32, learning_rate=1e-3,
                                                     lr_schedule="cosine", augment=True))
         if kind == "ae-metric":
             # Chosen on validation faces only (Olivetti, bench split seeds 0 and 1: train on 4 faces per person,
