@@ -25,6 +25,7 @@ from streamlit_webrtc import webrtc_streamer  # noqa: E402
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
+CAPTURE_SHOWN = "live.capture_shown"  # the finished capture whose crops the page has drawn
 FINE_TUNE = "live.fine_tune"  # (new model name, FineTuneJob) while a classifier retrains
 
 st.title("Live webcam")
@@ -121,7 +122,11 @@ if mode.startswith("Live"):
         capture = live.capture
         if capture is not None and not capture.done:
             st.progress(capture.count / capture.config.n_faces, f"Captured {capture.count}/{capture.config.n_faces}")
+        elif capture is not None and st.session_state.get(CAPTURE_SHOWN) is not capture:
+            st.rerun()  # the capture just filled up: redraw the whole page so its crops and the Add button appear
 
+    if live.capture is not None and live.capture.done:
+        st.session_state[CAPTURE_SHOWN] = live.capture  # this full run draws its crops below
     now_on_camera()
 else:
     shot = st.camera_input("Take a photo", key="live.snapshot")

@@ -189,3 +189,39 @@ def test_face_less_feed_names_nobody(app_url, chromium_path, tmp_path):
     samples, summary = watch_live_page(app_url, chromium_path, feed, min_frames=20)
     assert len(samples) >= 4 and all(s.endswith("nobody") for s in samples), samples
     assert frames_in(summary) >= 20 and "% of frames" not in summary, summary
+
+
+def test_webcam_enrolment_adds_a_person_who_is_then_named(app_url, chromium_path, olivetti_uint8, tmp_path):
+    # Runs last: it adds "Bea" to the shared bundle (the other tests' faces stay nearest their own people).
+    from playwright.sync_api import sync_playwright
+
+    faces, _ = olivetti_uint8
+    feed = write_y4m(tmp_path / "bea.y4m", place_faces([faces[15]], side=200))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={feed}"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.goto(f"{app_url}/live", timeout=60_000)
+            webrtc = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
+            webrtc.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
+            page.locator("p", has_text="On camera now:").first.wait_for(timeout=30_000)
+            for label, value in (("Face crops to collect", "3"), ("Name", "Bea")):
+                box = page.get_by_label(label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                time.sleep(1.0)
+            page.get_by_role("button", name=re.compile("Capture 3 frames")).click()
+            # When the capture fills up the page redraws by itself: its crops and the Add button appear.
+            page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=60_000)
+            page.get_by_role("button", name=re.compile("Add Bea")).click()
+            page.get_by_text(re.compile(r"Added Bea \(3 crops\)")).wait_for(timeout=60_000)
+            now = page.locator("p", has_text="On camera now:")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not now.first.inner_text().endswith("Bea"):
+                time.sleep(0.25)
+            assert now.first.inner_text().endswith("Bea")
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
