@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
@@ -148,11 +149,15 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Train autoencoder", exact=True).click()
     page.get_by_role("heading", name="Train an autoencoder", exact=True).wait_for(timeout=60_000)
     page.get_by_text("Seed network", exact=False).first.click()
-    wait_idle(page)
+    # The seed preset's epochs field (50) replaces the conv preset's (60); while the page reruns both can be there.
+    page.locator('input[aria-label="epochs"][value="50"]').wait_for(timeout=60_000)
     box = page.get_by_label("epochs", exact=True)
+    expect(box).to_have_count(1, timeout=60_000)
+    wait_idle(page)
     box.fill("500")
     box.press("Enter")
     wait_idle(page)
+    expect(box).to_have_value("500")
     page.get_by_role("button", name=re.compile("Train$")).click()
     page.get_by_text(re.compile(r"epoch \d+/500")).first.wait_for(timeout=120_000)
     page.get_by_role("button", name=re.compile("Stop$")).click()

