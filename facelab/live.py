@@ -231,7 +231,7 @@ class LiveRecognizer:
         with self._lock:
             if model_name != self._model_name or getattr(recognizer, "threshold", None) != \
                     getattr(self._recognizer, "threshold", None):
-                self._smoother = NameSmoother(self._smoother.window)  # the old model's answers no longer count
+                self._forget_names()  # the old model's answers no longer count
             self._recognizer = recognizer
             self._model_name = model_name
 
@@ -239,7 +239,7 @@ class LiveRecognizer:
         """Name each face by the majority of its last `frames` answers (1 = every frame on its own)."""
         with self._lock:
             if frames != self._smoother.window:
-                self._smoother = NameSmoother(frames)
+                self._forget_names(frames)
 
     def set_threshold(self, threshold: float) -> None:
         """Use another unknown-threshold: swaps in a shallow copy, so a recogniser shared elsewhere is untouched."""
@@ -249,7 +249,7 @@ class LiveRecognizer:
             changed = copy.copy(self._recognizer)
             changed.threshold = float(threshold)
             self._recognizer = changed
-            self._smoother = NameSmoother(self._smoother.window)
+            self._forget_names()
 
     def start_capture(self, capture: FaceCapture | None) -> None:
         """Feed the faces of the coming frames into an enrolment capture (None stops it)."""
@@ -278,8 +278,12 @@ class LiveRecognizer:
             self._latency_sum = 0.0
             self._last = None
             self._times.clear()
-            self._smoother = NameSmoother(self._smoother.window)
+            self._forget_names()
         self.drain()
+
+    def _forget_names(self, window: int | None = None) -> None:
+        # Swapped, never cleared in place: a frame in flight keeps updating the smoother it took. Caller holds the lock.
+        self._smoother = NameSmoother(self._smoother.window if window is None else window)
 
     def drain(self) -> FrameResult | None:
         """The newest queued result (older ones are discarded), or None when the queue is empty."""
