@@ -33,7 +33,7 @@ page = st.navigation(pages)
 ui.collect_finished()
 with st.sidebar:
     st.caption(ui.device_label())
-    # Filled after the page runs, so that a dataset loaded or a model trained by this very run shows at once.
+    # Filled again after the page runs, so that a dataset loaded or a model trained by this very run shows at once.
     status = st.empty()
     st.text_input("Model folder", str(ui.default_model_dir()), key=ui.MODEL_DIR,
                   help="every finished training is saved here as a bundle; $FACELAB_MODEL_DIR sets the default")
@@ -50,7 +50,6 @@ def draw_status() -> None:
             st.caption(f"Training {job.name}: {where}")
 
 
-try:
-    page.run()
-finally:  # also when the page stops early (st.stop)
-    draw_status()
+draw_status()  # stays as it is when the page stops early (st.stop): nothing can be drawn after that
+page.run()
+draw_status()

@@ -127,6 +127,8 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
         page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=60_000)
         wait_idle(page)
         assert_no_exception(page, title)
+        # Also on a page that stops early (Evaluate has no model yet), the sidebar keeps its status lines.
+        assert "Data:" in page.locator('[data-testid="stSidebar"]').inner_text(), title
 
     for label, value in (("epochs", "8"), ("batch size", "32")):  # small, so the test stays short
         box = page.get_by_label(label, exact=True)
