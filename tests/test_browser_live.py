@@ -232,6 +232,8 @@ def test_webcam_enrolment_shows_the_crops_and_adds_the_person(app_url, chromium_
                 page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=60_000)
                 page.get_by_role("button", name=re.compile("Add Bea")).click()
                 page.get_by_text(re.compile(r"Added Bea \(3 crops\)")).wait_for(timeout=60_000)
+                # The stream swaps in the enlarged gallery at its next frame: the same face is now named.
+                page.locator("p", has_text=re.compile(r"On camera now:.*Bea")).first.wait_for(timeout=30_000)
             except PlaywrightTimeout as err:  # say what the page showed: a timeout alone does not tell why
                 raise AssertionError(f"{err}\n--- page text ---\n{page.inner_text('main')}") from None
             assert page.locator('[data-testid="stException"]').count() == 0
