@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import re
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -145,6 +149,88 @@ class FaceCapture:
     def frames(self) -> int:
         with self._lock:
             return self._frames
+
+
+class FaceCollection:
+    """Checked face crops gathered per person (from the webcam or photos) that become a data set or a folder.
+
+    Lives in one page session; `dataset()` makes a `FaceDataset` to train on, `save(folder)` writes one
+    PNG per crop in one sub-folder per person, the layout `facelab.data.load_folder` reads back.
+    """
+
+    def __init__(self, face_size: int = FACE_SIZE) -> None:
+        self.face_size = face_size
+        self._faces: dict[str, list[np.ndarray]] = {}
+
+    def add(self, name: str, faces: np.ndarray) -> str:
+        """Add (N, S, S) crops in [0, 1] to a person (created if new); returns the cleaned name."""
+        clean = check_name(name)
+        faces = np.asarray(faces, np.float32)
+        if faces.ndim == 2:
+            faces = faces[None]
+        if faces.ndim != 3 or faces.shape[1:] != (self.face_size, self.face_size) or not len(faces):
+            raise BadInputError(f"expected face crops of {self.face_size}x{self.face_size}; got shape {faces.shape}")
+        self._faces.setdefault(clean, []).extend(np.clip(faces, 0.0, 1.0))
+        return clean
+
+    def remove(self, name: str) -> None:
+        self._faces.pop(name, None)
+
+    def counts(self) -> dict[str, int]:
+        """Crops per person, in the order people were added."""
+        return {name: len(faces) for name, faces in self._faces.items()}
+
+    def dataset(self, source: str = "webcam") -> FaceDataset:
+        """The crops as a data set: at least 2 people with at least 2 crops each (a split needs both)."""
+        short = [f"{n} ({c})" for n, c in self.counts().items() if c < 2]
+        if short:
+            raise BadInputError(f"every person needs at least 2 crops; too few for {', '.join(short)}")
+        if len(self._faces) < 2:
+            raise BadInputError(f"a data set needs at least 2 people; collected {len(self._faces)} so far")
+        names = list(self._faces)
+        images = np.stack([f for name in names for f in self._faces[name]]).astype(np.float32)
+        labels = np.concatenate([np.full(len(self._faces[n]), i, np.int64) for i, n in enumerate(names)])
+        return FaceDataset(images, labels, names, f"{source} ({len(names)} people)")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write every crop as folder/<person>/<n>.png; the folder must be new or empty, and appears whole or not
+        at all (written next to it, then renamed)."""
+        import cv2
+
+        target = Path(folder).expanduser()
+        if not self._faces:
+            raise BadInputError("nothing collected yet to save")
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise BadInputError(f"{target} already exists and is not empty; choose a new folder so nothing is overwritten")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            used: set[str] = set()
+            for name, faces in self._faces.items():
+                sub = _folder_name(name, used)
+                (tmp / sub).mkdir()
+                for i, face in enumerate(faces, start=1):
+                    ok, png = cv2.imencode(".png", np.round(face * 255).astype(np.uint8))
+                    if not ok:
+                        raise FaceLabError(f"could not encode crop {i} of {name} as PNG")
+                    (tmp / sub / f"{i:03d}.png").write_bytes(png.tobytes())
+            if target.exists():
+                target.rmdir()  # empty (checked above): os.replace cannot put a folder over it
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+
+def _folder_name(name: str, used: set[str]) -> str:
+    """A file-system-safe, unique sub-folder name for a person (no separators, no leading dot)."""
+    base = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .") or "person"
+    candidate, n = base, 2
+    while candidate.lower() in used:
+        candidate, n = f"{base}_{n}", n + 1
+    used.add(candidate.lower())
+    return candidate
 
 
 def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config: EnrolConfig | None = None) -> Crop:

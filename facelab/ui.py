@@ -474,3 +474,41 @@ def saved_at(path: Path) -> str:
         return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     except OSError:
         return ""
+
+
+# ------------------------------------------------------------------------------ webcam face crops
+def capture_caption(capture: Any) -> None:
+    """How far an enrolment `FaceCapture` is, and why frames were not used (e.g. "12x no face found")."""
+    st.caption(
+        f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
+        + "".join(f"; {n}x {why}" for why, n in capture.refused().items())
+    )
+
+
+def capture_progress(capture: Any, shown_key: str) -> None:
+    """For a fragment that reruns while the camera plays: the capture's progress bar, then, once it fills
+    up, one full rerun so that the page draws its crops (a fragment cannot draw outside itself)."""
+    if capture is None:
+        return
+    if not capture.done:
+        st.progress(capture.count / capture.config.n_faces, f"Captured {capture.count}/{capture.config.n_faces}")
+    elif st.session_state.get(shown_key) is not capture:
+        st.rerun()
+
+
+def mark_capture_shown(capture: Any, shown_key: str) -> None:
+    """Called by the full run that draws a finished capture's crops, so `capture_progress` stops rerunning."""
+    if capture is not None and capture.done:
+        st.session_state[shown_key] = capture
+
+
+def pick_crops(faces: Any, key: str) -> Any:
+    """Show (N, S, S) crops with a ticked box each; returns the crops still ticked."""
+    import numpy as np
+
+    st.caption("Check the crops: untick any that is not the person.")
+    cols = st.columns(min(len(faces), 10))
+    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"{key}.{i}") for i in range(len(faces))]
+    for i, face in enumerate(faces):
+        cols[i % len(cols)].image(face, clamp=True, width=64)
+    return np.asarray(faces)[[i for i, k in enumerate(keep) if k]]

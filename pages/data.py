@@ -1,4 +1,5 @@
-"""Data: pick a face source, look at it (grid, counts, problems), preview preprocessing on a photo."""
+"""Data: pick a face source (or collect faces from the webcam), look at it (grid, counts, problems), preview
+preprocessing on a photo."""
 
 import os
 
@@ -9,8 +10,96 @@ import streamlit as st
 from facelab import OLIVETTI_CREDIT, plots, ui
 from facelab.errors import FaceLabError
 
+SOURCES = ["Synthetic (offline)", "Olivetti", "LFW", "Zip upload", "FER2013 CSV upload", "Folder path", "Webcam"]
+COLLECTION = "data.webcam.collection"  # FaceCollection: the crops gathered so far, per person
+CAPTURE = "data.webcam.face_capture"  # the FaceCapture being filled from the stream
+CAPTURE_SHOWN = "data.webcam.capture_shown"
+STREAM = "data.webcam.stream"  # LiveRecognizer without a model: detection and alignment only
+
+
+def webcam_section() -> None:
+    """Collect checked face crops of several people from the camera, then use them as the data set or save them."""
+    from facelab.enrol import EnrolConfig, FaceCapture, FaceCollection, crops_from_photos
+    from facelab.live import LiveRecognizer, prepare_webrtc_import, rtc_configuration
+
+    collection: FaceCollection = st.session_state.setdefault(COLLECTION, FaceCollection())
+    st.caption("Type a name, let the camera see that person's face, and capture crops; repeat for everyone. "
+               "Turn the head a little and vary the light between captures: varied crops train better models.")
+    c = st.columns(2)
+    person = c[0].text_input("Person's name", key="data.webcam.name")
+    config = EnrolConfig(n_faces=int(c[1].number_input("Face crops per capture", 3, 50, 10, key="data.webcam.n")))
+    mode = st.radio("Camera", ["Live video (WebRTC)", "Snapshot (one photo)"], horizontal=True, key="data.webcam.mode")
+    faces = None
+    if mode.startswith("Live"):
+        prepare_webrtc_import()
+        from streamlit_webrtc import webrtc_streamer
+
+        stream: LiveRecognizer = st.session_state.setdefault(STREAM, LiveRecognizer())
+        ctx = webrtc_streamer(key="data.webrtc", video_frame_callback=stream.recv, rtc_configuration=rtc_configuration(""),
+                              media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+                              async_processing=True)
+        playing = bool(ctx.state.playing)
+
+        @st.fragment(run_every=0.5 if playing else None)
+        def progress() -> None:
+            ui.capture_progress(stream.capture, CAPTURE_SHOWN)
+
+        if st.button(f"Capture {config.n_faces} frames", key="data.webcam.capture", icon=":material/photo_camera:",
+                     disabled=not playing, help="press START on the video first"):
+            st.session_state[CAPTURE] = FaceCapture(config)
+            stream.start_capture(st.session_state[CAPTURE])
+        ui.mark_capture_shown(stream.capture, CAPTURE_SHOWN)
+        progress()
+        capture = st.session_state.get(CAPTURE)
+        if capture is not None:
+            ui.capture_caption(capture)
+            faces = capture.faces() if capture.done else None
+    else:
+        shot = st.camera_input("Take a photo", key="data.webcam.snapshot")
+        if shot is not None:
+            crop = crops_from_photos([("camera photo", shot.getvalue())], config)[0]
+            if crop.ok:
+                faces = crop.face[None]
+            else:
+                st.warning(crop.reason)
+    if faces is not None and len(faces):
+        chosen = ui.pick_crops(faces, "data.webcam.keep")
+        if st.button(f"Add {len(chosen)} crop(s) of {person.strip() or 'the person'}", key="data.webcam.add",
+                     type="primary", icon=":material/person_add:", disabled=not len(chosen)):
+            try:
+                name = collection.add(person, chosen)
+                st.session_state.pop(CAPTURE, None)
+                if STREAM in st.session_state:
+                    st.session_state[STREAM].start_capture(None)
+                st.success(f"{name}: {collection.counts()[name]} crops collected.")
+            except FaceLabError as err:
+                ui.show_error(err)
+
+    counts = collection.counts()
+    if not counts:
+        st.info("No crops collected yet.")
+        return
+    st.dataframe(pd.DataFrame({"person": list(counts), "crops": list(counts.values())}), hide_index=True)
+    c = st.columns([2, 1, 1])
+    gone = c[0].selectbox("Person", list(counts), key="data.webcam.person", label_visibility="collapsed")
+    if c[1].button(f"Remove {gone}", key="data.webcam.remove", icon=":material/person_remove:"):
+        collection.remove(gone)
+        st.rerun()
+    if c[2].button("Use as data set", key="data.webcam.use", type="primary"):
+        try:
+            ui.set_dataset(collection.dataset())
+        except FaceLabError as err:
+            ui.show_error(err)
+    with st.expander("Save the crops as a folder (one sub-folder per person; the Folder path source reads it)"):
+        folder = st.text_input("New folder", str(ui.model_dir().parent / "webcam-faces"), key="data.webcam.folder")
+        if st.button("Save", key="data.webcam.save", icon=":material/save:"):
+            try:
+                st.success(f"Saved {sum(counts.values())} crops to {collection.save(folder)}.")
+            except (FaceLabError, OSError) as err:
+                ui.show_error(err)
+
+
 st.title("Data")
-SOURCES = ["Synthetic (offline)", "Olivetti", "LFW", "Zip upload", "FER2013 CSV upload", "Folder path"]
 source = st.radio("Source", SOURCES, horizontal=True, key="data.source")
 
 spec, upload = None, None
@@ -33,10 +122,12 @@ elif source == SOURCES[3]:
     upload = st.file_uploader("Zip with one folder per person", type=["zip"], key="data.zip")
 elif source == SOURCES[4]:
     upload = st.file_uploader("FER2013 CSV (emotion, pixels, Usage)", type=["csv"], key="data.csv")
-else:
+elif source == SOURCES[5]:
     spec = st.text_input("Folder with one sub-folder per person", key="data.folder").strip() or None
+else:
+    webcam_section()
 
-if st.button("Load", key="data.load", type="primary", disabled=spec is None and upload is None):
+if source != SOURCES[6] and st.button("Load", key="data.load", type="primary", disabled=spec is None and upload is None):
     if upload is not None:
         ds = ui.load_with_progress(ui.load_upload, upload.name, upload.getvalue())
     else:

@@ -119,14 +119,9 @@ if mode.startswith("Live"):
             + ", ".join(f"{n}: {stats.share(n):.0%} of frames" for n in sorted(stats.seen))
         )
         st.caption("Per stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in newest.timings_ms.items()))
-        capture = live.capture
-        if capture is not None and not capture.done:
-            st.progress(capture.count / capture.config.n_faces, f"Captured {capture.count}/{capture.config.n_faces}")
-        elif capture is not None and st.session_state.get(CAPTURE_SHOWN) is not capture:
-            st.rerun()  # the capture just filled up: redraw the whole page so its crops and the Add button appear
+        ui.capture_progress(live.capture, CAPTURE_SHOWN)
 
-    if live.capture is not None and live.capture.done:
-        st.session_state[CAPTURE_SHOWN] = live.capture  # this full run draws its crops below
+    ui.mark_capture_shown(live.capture, CAPTURE_SHOWN)  # this full run draws its crops below
     now_on_camera()
 else:
     shot = st.camera_input("Take a photo", key="live.snapshot")
@@ -160,10 +155,7 @@ if source == "Webcam":
         live.start_capture(st.session_state[CAPTURE])
     capture = st.session_state.get(CAPTURE)
     if capture is not None:
-        st.caption(
-            f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
-            + "".join(f"; {n}x {why}" for why, n in capture.refused().items())
-        )
+        ui.capture_caption(capture)
         faces = capture.faces() if capture.count else None
 else:
     photos = st.file_uploader(
@@ -180,12 +172,7 @@ else:
         good = [c for c in crops if c.ok]
         faces = np.stack([c.face for c in good]) if good else None
 if faces is not None and len(faces):
-    st.caption("Check the crops: untick any that is not the person.")
-    cols = st.columns(min(len(faces), 10))
-    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"live.enrol.keep.{i}") for i in range(len(faces))]
-    for i, face in enumerate(faces):
-        cols[i % len(cols)].image(face, clamp=True, width=64)
-    chosen = faces[[i for i, k in enumerate(keep) if k]]
+    chosen = ui.pick_crops(faces, "live.enrol.keep")
     tune = None
     if classifiers:
         tune = st.selectbox(

@@ -1,0 +1,146 @@
+"""A data set from the webcam: `FaceCollection` in the library, and the Data page's "Webcam" source in AppTest
+(snapshots, and the live capture with webrtc_streamer patched out and frames fed to its processor by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from facelab import ui
+from facelab.data import load_folder
+from facelab.enrol import FaceCollection
+from facelab.errors import BadInputError
+from facelab.live import place_faces
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def model_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FACELAB_MODEL_DIR", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+def test_collection_becomes_a_data_set_and_a_folder_that_loads_back(olivetti, tmp_path):
+    people = FaceCollection()
+    assert people.add("  Ann  Lee ", olivetti.images[:3]) == "Ann Lee"
+    people.add("../Bob", olivetti.images[10:12])
+    people.add("Ann Lee", olivetti.images[3])  # one more crop for an existing person
+    assert people.counts() == {"Ann Lee": 4, "../Bob": 2}
+    ds = people.dataset()
+    assert ds.names == ["Ann Lee", "../Bob"] and ds.counts() == {"Ann Lee": 4, "../Bob": 2}
+    np.testing.assert_array_equal(ds.images[:4], olivetti.images[:4])
+    folder = people.save(tmp_path / "faces")
+    # A name is never a path: "../Bob" stays inside the folder.
+    assert sorted(p.name for p in folder.iterdir()) == ["Ann Lee", "_Bob"]
+    back = load_folder(folder)
+    assert back.counts() == {"Ann Lee": 4, "_Bob": 2}
+    assert np.abs(back.images - ds.images).max() <= 0.5 / 255 + 1e-6  # 8-bit PNGs of the same crops
+
+
+def test_collection_refuses_what_it_cannot_use_and_never_overwrites(olivetti, tmp_path):
+    people = FaceCollection()
+    with pytest.raises(BadInputError, match="enter a name"):
+        people.add("  ", olivetti.images[:2])
+    with pytest.raises(BadInputError, match="64x64"):
+        people.add("Ann", np.zeros((2, 32, 32)))
+    with pytest.raises(BadInputError, match="nothing collected"):
+        people.save(tmp_path / "empty")
+    people.add("Ann", olivetti.images[:3])
+    with pytest.raises(BadInputError, match="at least 2 people"):
+        people.dataset()
+    people.add("Bob", olivetti.images[10])
+    with pytest.raises(BadInputError, match=r"Bob \(1\)"):
+        people.dataset()
+    people.remove("Bob")
+    assert people.counts() == {"Ann": 3}
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="not empty"):
+        people.save(taken)
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"] and (taken / "keep.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half-written folder left
+
+
+def jpeg(img_bgr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture
+def webrtc():
+    from facelab.live import prepare_webrtc_import
+
+    prepare_webrtc_import()
+    with mock.patch("streamlit_webrtc.webrtc_streamer") as patched:
+        patched.return_value.state.playing = False
+        yield patched
+
+
+def webcam_source() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/data.py")
+    at.run()
+    at.radio(key="data.source").set_value("Webcam").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_snapshots_of_two_people_become_the_data_set_and_a_saved_folder(webrtc, olivetti_uint8, tmp_path):
+    faces, _ = olivetti_uint8
+    at = webcam_source()
+    assert any("No crops collected" in i.value for i in at.info)
+    at.radio(key="data.webcam.mode").set_value("Snapshot (one photo)").run()
+    for name, picks in (("Ann", (50, 51)), ("Bob", (60, 61))):
+        at.text_input(key="data.webcam.name").set_value(name).run()
+        for i in picks:
+            at.camera_input(key="data.webcam.snapshot").upload("shot.jpg", jpeg(place_faces([faces[i]], side=220))).run()
+            at.button(key="data.webcam.add").click().run()
+            assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["data.webcam.collection"].counts() == {"Ann": 2, "Bob": 2}
+    # A photo without a face says so and offers nothing to add.
+    at.camera_input(key="data.webcam.snapshot").upload("wall.jpg", jpeg(np.full((480, 640, 3), 90, np.uint8))).run()
+    assert any("no face found" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "data.webcam.add"]
+
+    at.button(key="data.webcam.use").click().run()
+    ds = at.session_state[ui.DATASET]
+    assert ds.names == ["Ann", "Bob"] and len(ds.images) == 4
+    assert [m.value for m in at.metric] == ["2", "4", "64x64"]
+    at.text_input(key="data.webcam.folder").set_value(str(tmp_path / "cam")).run()
+    at.button(key="data.webcam.save").click().run()
+    assert any("Saved 4 crops" in s.value for s in at.success)
+    assert load_folder(tmp_path / "cam").counts() == {"Ann": 2, "Bob": 2}
+    # Saving again over the now full folder is refused with a message; the saved crops stay.
+    at.button(key="data.webcam.save").click().run()
+    assert any("not empty" in e.value for e in at.error) and not at.exception
+    assert load_folder(tmp_path / "cam").counts() == {"Ann": 2, "Bob": 2}
+
+
+def test_live_capture_fills_from_stream_frames_and_adds_the_crops(webrtc, olivetti_uint8):
+    faces, _ = olivetti_uint8
+    webrtc.return_value.state.playing = True
+    at = webcam_source()
+    at.text_input(key="data.webcam.name").set_value("Cleo").run()
+    at.number_input(key="data.webcam.n").set_value(3).run()
+    stream = at.session_state["data.webcam.stream"]
+    assert webrtc.call_args.kwargs["video_frame_callback"] == stream.recv
+    at.button(key="data.webcam.capture").click().run()
+    # The video thread's work, done here: frames of one face (every 3rd good frame is kept).
+    for i in range(9):
+        stream.process(place_faces([faces[70 + i % 3]], side=200))
+    at.run()
+    assert not at.exception
+    assert any("Captured 3/3 crops from 7 frames" in c.value for c in at.caption)
+    at.checkbox(key="data.webcam.keep.1").uncheck().run()  # one crop is not the person
+    at.button(key="data.webcam.add").click().run()
+    assert at.session_state["data.webcam.collection"].counts() == {"Cleo": 2}
+    assert stream.capture is None  # the stream stops feeding a capture once its crops are taken
