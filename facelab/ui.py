@@ -56,6 +56,7 @@ MODEL_PATHS = "facelab_model_paths"  # dict: name -> bundle path it was saved to
 ACTIVE_MODEL = "facelab_active_model"  # name of the model the result pages show first
 JOBS = "facelab_jobs"  # dict: train page ("gru" / "autoencoder") -> TrainingJob
 MODEL_DIR = "facelab_model_dir"  # sidebar text input: where bundles are saved
+DONE_MESSAGE = "facelab_done_message"  # (place, text) shown by the next run: see `rerun_with_message`
 
 PAGE_DATA = "pages/data.py"
 PAGE_TRAIN_GRU = "pages/train_gru.py"
@@ -512,3 +513,22 @@ def pick_crops(faces: Any, key: str) -> Any:
     for i, face in enumerate(faces):
         cols[i % len(cols)].image(face, clamp=True, width=64)
     return np.asarray(faces)[[i for i, k in enumerate(keep) if k]]
+
+
+def rerun_with_message(place: str, text: str, forget: str | None = None) -> None:
+    """Rerun the page at once, so nothing the action changed is left drawn stale (crops that were just added,
+    a person just removed), and show `text` where the page calls `show_message(place)`. Widget values whose
+    keys start with `forget` are dropped (e.g. the ticks of crops that are gone, so the next ones start ticked)."""
+    if forget:
+        for key in [k for k in st.session_state if str(k).startswith(forget)]:
+            del st.session_state[key]
+    st.session_state[DONE_MESSAGE] = (place, text)
+    st.rerun()
+
+
+def show_message(place: str) -> None:
+    """The success message `rerun_with_message` left for this place, once."""
+    message = st.session_state.get(DONE_MESSAGE)
+    if message and message[0] == place:
+        del st.session_state[DONE_MESSAGE]
+        st.success(message[1])

@@ -15,6 +15,7 @@ COLLECTION = "data.webcam.collection"  # FaceCollection: the crops gathered so f
 CAPTURE = "data.webcam.face_capture"  # the FaceCapture being filled from the stream
 CAPTURE_SHOWN = "data.webcam.capture_shown"
 STREAM = "data.webcam.stream"  # LiveRecognizer without a model: detection and alignment only
+ADDED_SHOT = "data.webcam.added_shot"  # file id of the snapshot whose face was added last
 
 
 def webcam_section() -> None:
@@ -29,7 +30,7 @@ def webcam_section() -> None:
     person = c[0].text_input("Person's name", key="data.webcam.name")
     config = EnrolConfig(n_faces=int(c[1].number_input("Face crops per capture", 3, 50, 10, key="data.webcam.n")))
     mode = st.radio("Camera", ["Live video (WebRTC)", "Snapshot (one photo)"], horizontal=True, key="data.webcam.mode")
-    faces = None
+    faces, shot = None, None
     if mode.startswith("Live"):
         prepare_webrtc_import()
         from streamlit_webrtc import webrtc_streamer
@@ -56,7 +57,9 @@ def webcam_section() -> None:
             faces = capture.faces() if capture.done else None
     else:
         shot = st.camera_input("Take a photo", key="data.webcam.snapshot")
-        if shot is not None:
+        if shot is not None and shot.file_id == st.session_state.get(ADDED_SHOT):
+            st.caption("This photo's face was added: take the next photo.")  # not offered twice
+        elif shot is not None:
             crop = crops_from_photos([("camera photo", shot.getvalue())], config)[0]
             if crop.ok:
                 faces = crop.face[None]
@@ -69,11 +72,14 @@ def webcam_section() -> None:
             try:
                 name = collection.add(person, chosen)
                 st.session_state.pop(CAPTURE, None)
+                st.session_state[ADDED_SHOT] = shot.file_id if shot is not None else None
                 if STREAM in st.session_state:
                     st.session_state[STREAM].start_capture(None)
-                st.success(f"{name}: {collection.counts()[name]} crops collected.")
+                ui.rerun_with_message("data.webcam", f"{name}: {collection.counts()[name]} crops collected.",
+                                      forget="data.webcam.keep.")
             except FaceLabError as err:
                 ui.show_error(err)
+    ui.show_message("data.webcam")
 
     counts = collection.counts()
     if not counts:

@@ -193,7 +193,7 @@ if faces is not None and len(faces):
                 path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
                 ui.add_model(name, new, path)
                 live.set_recognizer(new.recognizer(threshold), name)
-                st.success(f"Added {person.strip()} ({len(chosen)} crops); saved to {path}.")
+                added = f"Added {person.strip()} ({len(chosen)} crops); saved to {path}."
             if tune:
                 ds = ui.dataset()
                 if ds is None or list(ds.names) != list(classifiers[tune].names_):
@@ -208,8 +208,12 @@ if faces is not None and len(faces):
                 )
             live.start_capture(None)
             st.session_state.pop(CAPTURE, None)
+            # A rerun takes the added crops and the Add button off the page: a second press would add them twice.
+            ui.rerun_with_message("live.enrol", added if gallery_model else f"Retraining {tune} with {person.strip()}...",
+                                  forget="live.enrol.keep.")
         except FaceLabError as err:
             ui.show_error(err)
+ui.show_message("live.enrol")
 
 
 @st.fragment(run_every=1.0)
@@ -240,6 +244,7 @@ if gallery_model:
             path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
             ui.add_model(name, new, path)
             live.set_recognizer(new.recognizer(threshold), name)
-            st.success(f"Removed {gone}; saved to {path}.")
+            ui.rerun_with_message("live.remove", f"Removed {gone}; saved to {path}.")
         except FaceLabError as err:
             ui.show_error(err)
+    ui.show_message("live.remove")

@@ -224,4 +224,6 @@ def test_add_a_person_captured_from_the_stream(webrtc, olivetti_model, olivetti_
     assert len([c for c in at.checkbox if c.key.startswith("live.enrol.keep.")]) == 3
     at.button(key="live.enrol.add").click().run()
     assert not at.exception and any("Added Bo (3 crops)" in s.value for s in at.success)
+    # The page redrew: the added crops and their Add button are gone, so nobody adds them twice.
+    assert not [b for b in at.button if b.key == "live.enrol.add"] and not [c for c in at.caption if "Captured" in c.value]
     assert "Bo" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names and live.capture is None

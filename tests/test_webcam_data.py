@@ -105,6 +105,9 @@ def test_snapshots_of_two_people_become_the_data_set_and_a_saved_folder(webrtc, 
             at.camera_input(key="data.webcam.snapshot").upload("shot.jpg", jpeg(place_faces([faces[i]], side=220))).run()
             at.button(key="data.webcam.add").click().run()
             assert not at.exception and not at.error, [e.value for e in at.error]
+            # The page redraws: the message, and the same photo is not offered a second time.
+            assert any(s.value.startswith(f"{name}: ") for s in at.success)
+            assert not [b for b in at.button if b.key == "data.webcam.add"]
     assert at.session_state["data.webcam.collection"].counts() == {"Ann": 2, "Bob": 2}
     # A photo without a face says so and offers nothing to add.
     at.camera_input(key="data.webcam.snapshot").upload("wall.jpg", jpeg(np.full((480, 640, 3), 90, np.uint8))).run()
@@ -144,3 +147,11 @@ def test_live_capture_fills_from_stream_frames_and_adds_the_crops(webrtc, olivet
     at.button(key="data.webcam.add").click().run()
     assert at.session_state["data.webcam.collection"].counts() == {"Cleo": 2}
     assert stream.capture is None  # the stream stops feeding a capture once its crops are taken
+    # The added crops and their Add button are gone; the next capture's crops start ticked.
+    assert not [c for c in at.caption if "Captured" in c.value]
+    assert not [b for b in at.button if b.key == "data.webcam.add"]
+    at.button(key="data.webcam.capture").click().run()
+    for i in range(7):
+        stream.process(place_faces([faces[80 + i % 3]], side=200))
+    at.run()
+    assert [c.value for c in at.checkbox if c.key.startswith("data.webcam.keep.")] == [True, True, True]
