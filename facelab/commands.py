@@ -267,7 +267,36 @@ def _identify_run(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _capture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the person in front of the camera")
+    p.add_argument("--out", required=True, help="data folder: the crops go to OUT/NAME/ (other people there stay)")
+    p.add_argument("--camera", default="0", help="camera index (default 0) or a video file")
+    p.add_argument("--n", type=int, default=10, help="face crops to collect (default 10)")
+    p.add_argument("--every", type=int, default=3, help="keep every n-th usable frame, for varied crops (default 3)")
+    p.add_argument("--max-frames", type=int, default=300, help="give up after this many frames (default 300)")
+
+
+def _capture_run(args: argparse.Namespace) -> int:
+    """Collect face crops of one person from a camera or video into a data folder (one sub-folder per person)."""
+    from facelab.enrol import EnrolConfig, FaceCollection, capture_from_video
+
+    if args.n < 1 or args.every < 1 or args.max_frames < 1:
+        raise BadInputError("--n, --every and --max-frames must be at least 1")
+    config = EnrolConfig(n_faces=args.n, every=args.every)
+    source = int(args.camera) if args.camera.isdigit() else args.camera
+    capture = capture_from_video(source, config, args.max_frames)
+    why = "".join(f"; {n}x {reason}" for reason, n in capture.refused().items())
+    if capture.count < config.min_faces:
+        raise BadInputError(f"only {capture.count} usable face crop(s) in {capture.frames()} frames{why}")
+    collection = FaceCollection()
+    name = collection.add(args.name, capture.faces())
+    folder = collection.save(args.out)
+    print(f"Saved {capture.count} crops of {name} (from {capture.frames()} frames{why}) under {folder}")
+    return 0
+
+
 COMMANDS = {
+    "capture": (_capture_args, _capture_run),
     "train": (_train_args, _train_run),
     "evaluate": (_evaluate_args, _evaluate_run),
     "identify": (_identify_args, _identify_run),

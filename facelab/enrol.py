@@ -4,7 +4,8 @@ Crops come from webcam frames (`FaceCapture`, fed by the live pipeline in the vi
 uploaded photos (`crops_from_photos`). `add_person` / `remove_person` return a NEW model object whose
 gallery has the change, so a stream still identifying with the old one is never disturbed; the page
 swaps the new one in and saves it. `FineTuneJob` retrains a GRU classifier on the enlarged set in a
-background thread and hands back another new model.
+background thread and hands back another new model. `FaceCollection` gathers crops of several people
+into a data set or a folder of images (the Data page's webcam source, `python -m facelab capture`).
 """
 
 from __future__ import annotations
@@ -193,44 +194,74 @@ class FaceCollection:
         return FaceDataset(images, labels, names, f"{source} ({len(names)} people)")
 
     def save(self, folder: str | Path) -> Path:
-        """Write every crop as folder/<person>/<n>.png; the folder must be new or empty, and appears whole or not
-        at all (written next to it, then renamed)."""
+        """Write every crop as folder/<person>/<n>.png. The folder may already hold other people (collect some
+        today, more tomorrow) but never one of these: each person's sub-folder is written beside its place and
+        renamed into it, so it appears whole or not at all."""
         import cv2
 
         target = Path(folder).expanduser()
         if not self._faces:
             raise BadInputError("nothing collected yet to save")
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise BadInputError(f"{target} already exists and is not empty; choose a new folder so nothing is overwritten")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            used: set[str] = set()
-            for name, faces in self._faces.items():
-                sub = _folder_name(name, used)
-                (tmp / sub).mkdir()
+        if target.exists() and not target.is_dir():
+            raise BadInputError(f"{target} is a file, not a folder")
+        existing = {p.name.lower() for p in target.iterdir()} if target.is_dir() else set()
+        subs = _folder_names(list(self._faces))
+        taken = [sub for sub in subs.values() if sub.lower() in existing]
+        if taken:
+            raise BadInputError(f"{target} already has {', '.join(taken)}; choose another folder or name, so "
+                                "nothing saved there is overwritten")
+        target.mkdir(parents=True, exist_ok=True)
+        for name, faces in self._faces.items():
+            tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))  # hidden: load_folder skips it
+            try:
                 for i, face in enumerate(faces, start=1):
                     ok, png = cv2.imencode(".png", np.round(face * 255).astype(np.uint8))
                     if not ok:
                         raise FaceLabError(f"could not encode crop {i} of {name} as PNG")
-                    (tmp / sub / f"{i:03d}.png").write_bytes(png.tobytes())
-            if target.exists():
-                target.rmdir()  # empty (checked above): os.replace cannot put a folder over it
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                    (tmp / f"{i:03d}.png").write_bytes(png.tobytes())
+                os.rename(tmp, target / subs[name])
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         return target
 
 
-def _folder_name(name: str, used: set[str]) -> str:
-    """A file-system-safe, unique sub-folder name for a person (no separators, no leading dot)."""
-    base = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .") or "person"
-    candidate, n = base, 2
-    while candidate.lower() in used:
-        candidate, n = f"{base}_{n}", n + 1
-    used.add(candidate.lower())
-    return candidate
+def _folder_names(names: list[str]) -> dict[str, str]:
+    """A file-system-safe, unique sub-folder name per person (no separators, no leading dot)."""
+    used: set[str] = set()
+    out = {}
+    for name in names:
+        base = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .") or "person"
+        candidate, n = base, 2
+        while candidate.lower() in used:
+            candidate, n = f"{base}_{n}", n + 1
+        used.add(candidate.lower())
+        out[name] = candidate
+    return out
+
+
+def capture_from_video(source: int | str, config: EnrolConfig | None = None, max_frames: int = 300) -> FaceCapture:
+    """Fill a `FaceCapture` from a camera (its index) or a video file, through the live pipeline's detection and
+    alignment; stops when full, after `max_frames` frames, or at the end of the video."""
+    import cv2
+
+    from facelab.live import LiveConfig, LiveRecognizer
+
+    video = cv2.VideoCapture(source)
+    if not video.isOpened():
+        raise BadInputError(f"cannot open camera {source}" if isinstance(source, int) else f"{source}: cannot read as a video")
+    capture = FaceCapture(config)
+    stream = LiveRecognizer(config=LiveConfig(draw=False, smooth_frames=1))
+    stream.start_capture(capture)
+    try:
+        for _ in range(max_frames):
+            ok, frame = video.read()
+            if not ok or capture.done:
+                break
+            stream.process(frame)
+    finally:
+        video.release()
+    return capture
 
 
 def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config: EnrolConfig | None = None) -> Crop:

@@ -97,7 +97,8 @@ def webcam_section() -> None:
         except FaceLabError as err:
             ui.show_error(err)
     with st.expander("Save the crops as a folder (one sub-folder per person; the Folder path source reads it)"):
-        folder = st.text_input("New folder", str(ui.model_dir().parent / "webcam-faces"), key="data.webcam.folder")
+        folder = st.text_input("Folder (people already in it stay; each person is saved once)",
+                               str(ui.model_dir().parent / "webcam-faces"), key="data.webcam.folder")
         if st.button("Save", key="data.webcam.save", icon=":material/save:"):
             try:
                 st.success(f"Saved {sum(counts.values())} crops to {collection.save(folder)}.")

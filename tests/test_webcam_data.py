@@ -59,13 +59,20 @@ def test_collection_refuses_what_it_cannot_use_and_never_overwrites(olivetti, tm
         people.dataset()
     people.remove("Bob")
     assert people.counts() == {"Ann": 3}
-    taken = tmp_path / "taken"
-    taken.mkdir()
-    (taken / "keep.txt").write_text("mine")
-    with pytest.raises(BadInputError, match="not empty"):
-        people.save(taken)
-    assert [p.name for p in taken.iterdir()] == ["keep.txt"] and (taken / "keep.txt").read_text() == "mine"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half-written folder left
+    # A folder may hold other things and people already; never this person.
+    shared = tmp_path / "shared"
+    (shared / "Bob").mkdir(parents=True)
+    (shared / "notes.txt").write_text("mine")
+    people.save(shared)
+    assert sorted(p.name for p in shared.iterdir()) == ["Ann", "Bob", "notes.txt"]
+    assert len(list((shared / "Ann").iterdir())) == 3 and (shared / "notes.txt").read_text() == "mine"
+    before = sorted((shared / "Ann").iterdir())
+    with pytest.raises(BadInputError, match="already has Ann"):
+        people.save(shared)
+    assert sorted((shared / "Ann").iterdir()) == before
+    assert not [p for p in shared.iterdir() if p.name.startswith(".")]  # no half-written folder left
+    with pytest.raises(BadInputError, match="is a file"):
+        people.save(shared / "notes.txt")
 
 
 def jpeg(img_bgr: np.ndarray) -> bytes:
@@ -124,7 +131,7 @@ def test_snapshots_of_two_people_become_the_data_set_and_a_saved_folder(webrtc, 
     assert load_folder(tmp_path / "cam").counts() == {"Ann": 2, "Bob": 2}
     # Saving again over the now full folder is refused with a message; the saved crops stay.
     at.button(key="data.webcam.save").click().run()
-    assert any("not empty" in e.value for e in at.error) and not at.exception
+    assert any("already has Ann, Bob" in e.value for e in at.error) and not at.exception
     assert load_folder(tmp_path / "cam").counts() == {"Ann": 2, "Bob": 2}
 
 
@@ -155,3 +162,36 @@ def test_live_capture_fills_from_stream_frames_and_adds_the_crops(webrtc, olivet
         stream.process(place_faces([faces[80 + i % 3]], side=200))
     at.run()
     assert [c.value for c in at.checkbox if c.key.startswith("data.webcam.keep.")] == [True, True, True]
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_cli_captures_a_person_from_a_video_into_a_data_folder(olivetti_uint8, tmp_path, capsys):
+    from facelab.cli import main
+
+    faces, _ = olivetti_uint8
+    video = write_video(tmp_path / "ann.avi", [place_faces([faces[50 + i % 4]], side=200) for i in range(20)])
+    out = tmp_path / "people"
+    assert main(["capture", "Ann", "--out", str(out), "--camera", str(video), "--n", "4"]) == 0
+    assert "Saved 4 crops of Ann" in capsys.readouterr().out
+    video = write_video(tmp_path / "bob.avi", [place_faces([faces[60 + i % 4]], side=200) for i in range(20)])
+    assert main(["capture", "Bob", "--out", str(out), "--camera", str(video), "--n", "4"]) == 0
+    ds = load_folder(out)
+    assert ds.counts() == {"Ann": 4, "Bob": 4}
+    # The same person again, a face-less video, a file that is no video: one message each, nothing changed.
+    assert main(["capture", "Ann", "--out", str(out), "--camera", str(video), "--n", "4"]) == 2
+    assert "already has Ann" in capsys.readouterr().err
+    empty = write_video(tmp_path / "wall.avi", [np.full((480, 640, 3), 90, np.uint8)] * 10)
+    assert main(["capture", "Cy", "--out", str(out), "--camera", str(empty)]) == 2
+    assert "only 0 usable face crop(s) in 10 frames; 10x no face found" in capsys.readouterr().err
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video")
+    assert main(["capture", "Cy", "--out", str(out), "--camera", str(junk)]) == 2
+    assert "cannot read as a video" in capsys.readouterr().err
+    assert load_folder(out).counts() == {"Ann": 4, "Bob": 4}
