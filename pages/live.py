@@ -26,6 +26,7 @@ from streamlit_webrtc import webrtc_streamer  # noqa: E402
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
 CAPTURE_SHOWN = "live.capture_shown"  # the finished capture whose crops the page has drawn
+ADDED_PHOTOS = "live.added_photos"  # file ids of the uploaded photos whose faces were added last
 FINE_TUNE = "live.fine_tune"  # (new model name, FineTuneJob) while a classifier retrains
 
 st.title("Live webcam")
@@ -164,7 +165,9 @@ else:
         type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
         key="live.enrol.photos",
     )
-    if photos:
+    if photos and [p.file_id for p in photos] == st.session_state.get(ADDED_PHOTOS):
+        st.caption("These photos were added: upload photos of the next person.")  # not offered twice
+    elif photos:
         crops = crops_from_photos([(p.name, p.getvalue()) for p in photos], config)
         for crop in crops:
             if not crop.ok:
@@ -208,6 +211,7 @@ if faces is not None and len(faces):
                 )
             live.start_capture(None)
             st.session_state.pop(CAPTURE, None)
+            st.session_state[ADDED_PHOTOS] = [p.file_id for p in photos] if source == "Photos" else None
             # A rerun takes the added crops and the Add button off the page: a second press would add them twice.
             ui.rerun_with_message("live.enrol", added if gallery_model else f"Retraining {tune} with {person.strip()}...",
                                   forget="live.enrol.keep.")

@@ -141,6 +141,9 @@ def test_add_a_person_from_photos_then_remove(webrtc, olivetti_model, olivetti_u
     at.button(key="live.enrol.add").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Added Ada (3 crops)" in s.value for s in at.success)
+    # The same photos are not offered again (a second press would add Ada's crops twice).
+    assert not [b for b in at.button if b.key == "live.enrol.add"] and len(at.checkbox) == 0
+    assert any("These photos were added" in c.value for c in at.caption)
     new = at.session_state[ui.MODELS]["olivetti-ae"]
     assert new is not model and "Ada" in new.gallery_.names and "Ada" not in model.gallery_.names
     assert new.gallery_.counts()["Ada"] == 3
