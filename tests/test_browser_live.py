@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,60 @@ def frames_in(summary: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+@contextmanager
+def camera_page(chromium_path: str, feed: Path, url: str):
+    """A Chromium page at `url` whose camera plays `feed`; on a Playwright timeout the error says what the page
+    showed (a timeout alone does not tell why)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={feed}"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.goto(url, timeout=60_000)
+            try:
+                yield page
+            except PlaywrightTimeout as err:
+                raise AssertionError(f"{err}\n--- page text ---\n{page.inner_text('main')}") from None
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+
+
+def press_start(page) -> None:
+    webrtc = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
+    webrtc.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
+
+
+def type_into(page, label: str, value: str) -> None:
+    """Fill a field and check the value stuck (a value typed while the page reruns can be lost)."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_label(label, exact=True)
+    box.wait_for(timeout=60_000)
+    box.fill(value)
+    box.press("Enter")
+    expect(box).to_have_value(value)
+
+
+def capture_until(page, button, shows: re.Pattern) -> None:
+    """Press a capture button until the page `shows` it started (a click that lands while the page reruns may be
+    dropped), then wait for the page to show the capture full: it redraws by itself with the crops."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        button.click()
+        try:
+            page.get_by_text(shows).first.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=60_000)
+
+
 def watch_live_page(
     url: str, chromium_path: str, feed: Path, min_frames: int = 30, min_samples: int = 6, limit_s: float = 60.0
 ) -> tuple[list[str], str]:
@@ -143,33 +198,21 @@ def watch_live_page(
 
     Returns the samples and the last stream summary ("... N frames; name: P% of frames").
     """
-    from playwright.sync_api import sync_playwright
-
     samples: list[str] = []
     summary = ""
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={feed}"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"{url}/live", timeout=60_000)
-            frame = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
-            frame.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
-            now = page.locator("p", has_text="On camera now:")
-            now.first.wait_for(timeout=30_000)  # the first processed frame has reached the page
-            stats = page.get_by_text(re.compile(r"frames/s, .* frames;"))
-            end = time.monotonic() + limit_s
-            while time.monotonic() < end and (frames_in(summary) < min_frames or len(samples) < min_samples):
-                if now.count():
-                    samples.append(now.first.inner_text())
-                if stats.count():
-                    summary = stats.first.inner_text()
-                time.sleep(0.25)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            assert "identify" in page.get_by_text("Per stage:").first.inner_text()
-        finally:
-            browser.close()
+    with camera_page(chromium_path, feed, f"{url}/live") as page:
+        press_start(page)
+        now = page.locator("p", has_text="On camera now:")
+        now.first.wait_for(timeout=30_000)  # the first processed frame has reached the page
+        stats = page.get_by_text(re.compile(r"frames/s, .* frames;"))
+        end = time.monotonic() + limit_s
+        while time.monotonic() < end and (frames_in(summary) < min_frames or len(samples) < min_samples):
+            if now.count():
+                samples.append(now.first.inner_text())
+            if stats.count():
+                summary = stats.first.inner_text()
+            time.sleep(0.25)
+        assert "identify" in page.get_by_text("Per stage:").first.inner_text()
     return samples, summary
 
 
@@ -192,99 +235,44 @@ def test_face_less_feed_names_nobody(app_url, chromium_path, tmp_path):
 
 
 def test_data_page_collects_two_people_from_the_webcam(app_url, chromium_path, olivetti_uint8, tmp_path):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     faces, _ = olivetti_uint8
     feed = write_y4m(tmp_path / "cam.y4m", place_faces([faces[15]], side=260))  # see the enrolment test on 260 px
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={feed}"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            page.goto(f"{app_url}/data", timeout=60_000)
-            page.get_by_text("Webcam", exact=True).click(timeout=60_000)
-            crops = page.get_by_label("Face crops per capture", exact=True)
-            crops.wait_for(timeout=60_000)
-            crops.fill("3")
-            crops.press("Enter")
-            expect(crops).to_have_value("3")
-            webrtc = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
-            webrtc.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
-            capture = page.get_by_role("button", name=re.compile("Capture 3 frames"))
-            expect(capture).to_be_enabled(timeout=30_000)  # enabled once the page knows the camera plays
-            # The same feed stands in for two people: what is tested is collecting, not telling them apart.
-            for person in ("Ann", "Bob"):
-                name = page.get_by_label("Person's name", exact=True)
-                name.fill(person)
-                name.press("Enter")
-                expect(name).to_have_value(person)
-                for _ in range(3):  # a click that lands while the page reruns may be dropped: press again
-                    capture.click()
-                    try:
-                        page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=20_000)
-                        break
-                    except PlaywrightTimeout:
-                        continue
-                try:
-                    page.get_by_role("button", name=f"Add 3 crop(s) of {person}").click(timeout=30_000)
-                    page.get_by_text(f"{person}: 3 crops collected.").wait_for(timeout=30_000)
-                    expect(page.get_by_text(re.compile(r"Captured \d/3 crops"))).to_have_count(0, timeout=30_000)
-                except PlaywrightTimeout as err:
-                    raise AssertionError(f"{err}\n--- page text ---\n{page.inner_text('main')}") from None
-            page.get_by_role("button", name="Use as data set").click()
-            expect(page.locator('[data-testid="stMetricValue"]').first).to_have_text("2", timeout=30_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
-        finally:
-            browser.close()
+    with camera_page(chromium_path, feed, f"{app_url}/data") as page:
+        page.get_by_text("Webcam", exact=True).click(timeout=60_000)
+        type_into(page, "Face crops per capture", "3")
+        press_start(page)
+        capture = page.get_by_role("button", name=re.compile("Capture 3 frames"))
+        expect(capture).to_be_enabled(timeout=30_000)  # enabled once the page knows the camera plays
+        # The same feed stands in for two people: what is tested is collecting, not telling them apart.
+        for person in ("Ann", "Bob"):
+            type_into(page, "Person's name", person)
+            capture_until(page, capture, re.compile(r"Captured \d/3"))
+            page.get_by_role("button", name=f"Add 3 crop(s) of {person}").click(timeout=30_000)
+            page.get_by_text(f"{person}: 3 crops collected.").wait_for(timeout=30_000)
+            expect(page.get_by_text(re.compile(r"Captured \d/3 crops"))).to_have_count(0, timeout=30_000)
+        page.get_by_role("button", name="Use as data set").click()
+        expect(page.locator('[data-testid="stMetricValue"]').first).to_have_text("2", timeout=30_000)
 
 
 def test_webcam_enrolment_shows_the_crops_and_adds_the_person(app_url, chromium_path, olivetti_uint8, tmp_path):
     # Runs last: it adds "Bea" to the shared bundle (the other tests' faces stay nearest their own people).
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     faces, _ = olivetti_uint8
     # At 260 px the cascade finds this face in every frame, even JPEG-damaged or at half size (as WebRTC sends
     # on a busy machine); at 200 px it found it in 6 of 20 such frames, and a CI run once never filled its capture.
     feed = write_y4m(tmp_path / "bea.y4m", place_faces([faces[15]], side=260))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={feed}"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            page.goto(f"{app_url}/live", timeout=60_000)
-            # Settings first, each checked to have stuck (a value typed during a rerun can be lost), then the camera.
-            for label, value in (("Face crops to collect", "3"), ("Name", "Bea")):
-                box = page.get_by_label(label, exact=True)
-                box.wait_for(timeout=60_000)
-                box.fill(value)
-                box.press("Enter")
-                expect(box).to_have_value(value)
-            capture = page.get_by_role("button", name=re.compile("Capture 3 frames"))
-            expect(capture).to_be_visible(timeout=30_000)
-            webrtc = page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]')
-            webrtc.get_by_role("button", name=re.compile("^start$", re.I)).click(timeout=60_000)
-            page.locator("p", has_text="On camera now:").first.wait_for(timeout=30_000)
-            captured = page.get_by_text(re.compile(r"Captured \d/3"))
-            for _ in range(3):  # a click that lands while the page reruns may be dropped: press again
-                capture.click()
-                try:
-                    captured.first.wait_for(timeout=20_000)
-                    break
-                except PlaywrightTimeout:
-                    continue
-            try:
-                # When the capture fills up the page redraws by itself: its crops and the Add button appear.
-                page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=60_000)
-                page.get_by_role("button", name=re.compile("Add Bea")).click()
-                page.get_by_text(re.compile(r"Added Bea \(3 crops\)")).wait_for(timeout=60_000)
-                # The stream swaps in the enlarged gallery at its next frame: the same face is now named.
-                page.locator("p", has_text=re.compile(r"On camera now:.*Bea")).first.wait_for(timeout=30_000)
-            except PlaywrightTimeout as err:  # say what the page showed: a timeout alone does not tell why
-                raise AssertionError(f"{err}\n--- page text ---\n{page.inner_text('main')}") from None
-            assert page.locator('[data-testid="stException"]').count() == 0
-        finally:
-            browser.close()
+    with camera_page(chromium_path, feed, f"{app_url}/live") as page:
+        type_into(page, "Face crops to collect", "3")  # settings first, then the camera
+        type_into(page, "Name", "Bea")
+        capture = page.get_by_role("button", name=re.compile("Capture 3 frames"))
+        expect(capture).to_be_visible(timeout=30_000)
+        press_start(page)
+        page.locator("p", has_text="On camera now:").first.wait_for(timeout=30_000)
+        capture_until(page, capture, re.compile(r"Captured \d/3"))
+        page.get_by_role("button", name=re.compile("Add Bea")).click()
+        page.get_by_text(re.compile(r"Added Bea \(3 crops\)")).wait_for(timeout=60_000)
+        # The stream swaps in the enlarged gallery at its next frame: the same face is now named.
+        page.locator("p", has_text=re.compile(r"On camera now:.*Bea")).first.wait_for(timeout=30_000)
