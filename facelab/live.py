@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import queue
 import sys
@@ -38,6 +39,7 @@ STAGES = ("decode", "detect", "align", "identify", "draw")
 
 _KNOWN_BGR = (80, 200, 60)
 _UNKNOWN_BGR = (40, 60, 230)
+FACE_ONLY = "face"  # the label of a face where no model names faces (collecting crops for a data set)
 
 
 @dataclass(frozen=True)
@@ -395,8 +397,8 @@ class LiveRecognizer:
 def _identify(recognizer: Recognizer | None, faces: np.ndarray) -> list[Identification]:
     if len(faces) == 0:
         return []
-    if recognizer is None:
-        return [Identification(UNKNOWN, 0.0, False)] * len(faces)
+    if recognizer is None:  # no model (collecting crops for a data set): faces are found, not named
+        return [Identification(FACE_ONLY, float("nan"), False)] * len(faces)
     return list(recognizer.identify(faces))
 
 
@@ -459,7 +461,9 @@ def align_box(
 
 
 def label_text(face: FaceResult) -> str:
-    """The caption drawn on a box: name and confidence in percent."""
+    """The caption drawn on a box: name and confidence in percent ("face" alone where no model names faces)."""
+    if math.isnan(face.confidence):
+        return face.name
     return f"{face.name} {face.confidence * 100:.0f}%"
 
 

@@ -144,7 +144,8 @@ if source != SOURCES[6] and st.button("Load", key="data.load", type="primary", d
 
 ds = ui.dataset()
 if ds is None:
-    st.info("No data set loaded yet: choose a source and press Load.")
+    st.info("No data set loaded yet: " + ("collect crops of at least two people and press Use as data set."
+                                          if source == SOURCES[6] else "choose a source and press Load."))
     st.stop()
 
 st.subheader(ds.source)

@@ -105,6 +105,16 @@ def test_tiny_frame_has_no_face_and_keeps_its_shape():
     assert live.results.get_nowait() is result
 
 
+def test_without_a_model_faces_are_boxed_as_faces_not_unknown_people(olivetti_uint8):
+    from facelab.live import FACE_ONLY, label_text
+
+    faces, _ = olivetti_uint8
+    img = place_faces([faces[50]], side=200)
+    out, result = LiveRecognizer(None).process(img)
+    assert result.names == [FACE_ONLY] and label_text(result.faces[0]) == "face"
+    assert (out != img).any()  # drawn: the box and its label
+
+
 def test_olivetti_frame_is_boxed_and_named(olivetti_uint8, olivetti_recognizer):
     faces, _ = olivetti_uint8
     img = place_faces([faces[32]], side=160)  # person 3, image 2 (enrolled)
