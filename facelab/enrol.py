@@ -210,19 +210,22 @@ class FaceCollection:
         if taken:
             raise BadInputError(f"{target} already has {', '.join(taken)}; choose another folder or name, so "
                                 "nothing saved there is overwritten")
-        target.mkdir(parents=True, exist_ok=True)
-        for name, faces in self._faces.items():
-            tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))  # hidden: load_folder skips it
-            try:
-                for i, face in enumerate(faces, start=1):
-                    ok, png = cv2.imencode(".png", np.round(face * 255).astype(np.uint8))
-                    if not ok:
-                        raise FaceLabError(f"could not encode crop {i} of {name} as PNG")
-                    (tmp / f"{i:03d}.png").write_bytes(png.tobytes())
-                os.rename(tmp, target / subs[name])
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for name, faces in self._faces.items():
+                tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))  # hidden: load_folder skips it
+                try:
+                    for i, face in enumerate(faces, start=1):
+                        ok, png = cv2.imencode(".png", np.round(face * 255).astype(np.uint8))
+                        if not ok:
+                            raise FaceLabError(f"could not encode crop {i} of {name} as PNG")
+                        (tmp / f"{i:03d}.png").write_bytes(png.tobytes())
+                    os.rename(tmp, target / subs[name])
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+        except OSError as err:  # no permission, disk full, ...: a message, and the people written so far are whole
+            raise BadInputError(f"cannot save to {target}: {err.strerror or err}") from err
         return target
 
 

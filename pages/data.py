@@ -102,7 +102,7 @@ def webcam_section() -> None:
         if st.button("Save", key="data.webcam.save", icon=":material/save:"):
             try:
                 st.success(f"Saved {sum(counts.values())} crops to {collection.save(folder)}.")
-            except (FaceLabError, OSError) as err:
+            except FaceLabError as err:
                 ui.show_error(err)
 
 

@@ -73,6 +73,8 @@ def test_collection_refuses_what_it_cannot_use_and_never_overwrites(olivetti, tm
     assert not [p for p in shared.iterdir() if p.name.startswith(".")]  # no half-written folder left
     with pytest.raises(BadInputError, match="is a file"):
         people.save(shared / "notes.txt")
+    with pytest.raises(BadInputError, match="cannot save to"):
+        people.save(shared / "notes.txt" / "below-a-file")
 
 
 def jpeg(img_bgr: np.ndarray) -> bytes:
