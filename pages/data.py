@@ -42,19 +42,24 @@ def webcam_section() -> None:
         playing = bool(ctx.state.playing)
 
         @st.fragment(run_every=0.5 if playing else None)
-        def progress() -> None:
-            ui.capture_progress(stream.capture, CAPTURE_SHOWN)
+        def capture_status() -> None:
+            # Always one block of its own: a fragment that draws nothing leaves its place on the page to the next
+            # element, and its next run wiped that element (seen in CI: the crops showed, their caption did not).
+            with st.container():
+                capture = st.session_state.get(CAPTURE)
+                if capture is not None:
+                    ui.capture_caption(capture)
+                    ui.capture_progress(capture, CAPTURE_SHOWN)
 
         if st.button(f"Capture {config.n_faces} frames", key="data.webcam.capture", icon=":material/photo_camera:",
                      disabled=not playing, help="press START on the video first"):
             st.session_state[CAPTURE] = FaceCapture(config)
             stream.start_capture(st.session_state[CAPTURE])
-        ui.mark_capture_shown(stream.capture, CAPTURE_SHOWN)
-        progress()
         capture = st.session_state.get(CAPTURE)
-        if capture is not None:
-            ui.capture_caption(capture)
-            faces = capture.faces() if capture.done else None
+        ui.mark_capture_shown(capture, CAPTURE_SHOWN)
+        capture_status()
+        if capture is not None and capture.done:
+            faces = capture.faces()
     else:
         shot = st.camera_input("Take a photo", key="data.webcam.snapshot")
         if shot is not None and shot.file_id == st.session_state.get(ADDED_SHOT):
