@@ -285,7 +285,7 @@ def _capture_run(args: argparse.Namespace) -> int:
     config = EnrolConfig(n_faces=args.n, every=args.every)
     source = int(args.camera) if args.camera.isdigit() else args.camera
     capture = capture_from_video(source, config, args.max_frames)
-    why = "".join(f"; {n}x {reason}" for reason, n in capture.refused().items())
+    why = capture.refused_text()
     if capture.count < config.min_faces:
         raise BadInputError(f"only {capture.count} usable face crop(s) in {capture.frames()} frames{why}")
     collection = FaceCollection()

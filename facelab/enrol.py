@@ -147,6 +147,10 @@ class FaceCapture:
         with self._lock:
             return dict(self._refused)
 
+    def refused_text(self) -> str:
+        """The reasons as text to append to a message, e.g. "; 12x no face found" ("" when none)."""
+        return "".join(f"; {n}x {why}" for why, n in self.refused().items())
+
     def frames(self) -> int:
         with self._lock:
             return self._frames
@@ -258,8 +262,8 @@ def capture_from_video(source: int | str, config: EnrolConfig | None = None, max
     stream.start_capture(capture)
     try:
         for _ in range(max_frames):
-            ok, frame = video.read()
-            if not ok or capture.done:
+            ok, frame = (False, None) if capture.done else video.read()
+            if not ok:
                 break
             stream.process(frame)
     finally:

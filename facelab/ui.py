@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from facelab.errors import FaceLabError
@@ -480,10 +481,8 @@ def saved_at(path: Path) -> str:
 # ------------------------------------------------------------------------------ webcam face crops
 def capture_caption(capture: Any) -> None:
     """How far an enrolment `FaceCapture` is, and why frames were not used (e.g. "12x no face found")."""
-    st.caption(
-        f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
-        + "".join(f"; {n}x {why}" for why, n in capture.refused().items())
-    )
+    st.caption(f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
+               + capture.refused_text())
 
 
 def capture_progress(capture: Any, shown_key: str) -> None:
@@ -505,8 +504,6 @@ def mark_capture_shown(capture: Any, shown_key: str) -> None:
 
 def pick_crops(faces: Any, key: str) -> Any:
     """Show (N, S, S) crops with a ticked box each; returns the crops still ticked."""
-    import numpy as np
-
     st.caption("Check the crops: untick any that is not the person.")
     cols = st.columns(min(len(faces), 10))
     keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"{key}.{i}") for i in range(len(faces))]
