@@ -258,7 +258,11 @@ class Gallery:
             # too loose estimate of it. A normal fitted to the impostor distances extrapolates the tail; the
             # stricter of the two thresholds wins.
             spread = float(imp.std(ddof=1))
-            threshold = min(threshold, float(imp.mean()) + NormalDist().inv_cdf(far) * spread)
+            tail = float(imp.mean()) + NormalDist().inv_cdf(far) * spread
+            # A tail at or under 0 says the normal fits badly (distances are never negative), and it would
+            # turn every face away: then only the closest impostor counts.
+            if tail > 0:
+                threshold = min(threshold, tail)
         gen = np.asarray(genuine)
         ok = np.asarray(genuine_ok, bool)
         cal = Calibration(

@@ -186,3 +186,15 @@ def test_few_impostors_get_a_normal_tail_not_just_the_closest_one():
     cal = gallery.calibrate_codes(np.concatenate([[[0.1]], imp[:, None]]), ["a"] + [f"s{i}" for i in range(20)],
                                   far=0.1, impostors="unknown")  # 2 of 20 may pass: the empirical rule
     assert cal.threshold == pytest.approx((imp[1] + imp[2]) / 2)
+
+
+def test_a_normal_tail_below_zero_falls_back_to_the_closest_impostor():
+    # Skewed impostor distances (most very close, a few far): mean - 2.33 sd is negative, which as a
+    # threshold would call every face unknown.
+    gallery = Gallery(metric="euclidean", mode="all")
+    gallery.enrol_codes("a", np.zeros((1, 1)))
+    imp = np.concatenate([np.full(18, 0.01), [5.0, 6.0]])
+    assert imp.mean() - 2.3263 * imp.std(ddof=1) < 0
+    cal = gallery.calibrate_codes(np.concatenate([[[0.001]], imp[:, None]]),
+                                  ["a"] + [f"s{i}" for i in range(20)], far=0.01, impostors="unknown")
+    assert 0.001 < cal.threshold < 0.01 and cal.tar == 1.0 and cal.far == 0.0
