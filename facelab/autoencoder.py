@@ -59,6 +59,8 @@ class AEConfig:
                                                                 "network up to its first bias; keeps relu "
                                                                 "codes alive) (ae-dense)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the code layer", "min": 0.0, "max": 0.8})
+    code_norm: bool = field(default=False, metadata={"help": "batch-normalise the code (conv kinds): centred codes "
+                                                             "let the cosine head and gallery see how faces differ"})
     noise_std: float = field(default=0.0, metadata={"help": "denoising: Gaussian noise added to inputs while "
                                                             "training (targets stay clean)", "min": 0.0, "max": 0.5})
     metric_weight: float = field(default=0.0, metadata={"help": "weight of the metric-learning (large-margin "
@@ -121,7 +123,10 @@ class AEConfig:
             # out as strangers, 3 folds x seeds 0-1, true accepts at the strictest stranger): this preset 83%; metric
             # weight 3 84%, head scale 30 / margin 0.35 82%, 32 filters 84%; T-norm or nearest/second-nearest
             # scores, fusing with LBP histograms, or the CNN->GRU classifier's embedding (74%) did not raise it either.
-            return cls(kind=kind, metric_weight=1.0, dropout=0.2, head_margin=0.3,
+            # Batch norm on the code (same folds, 144 validation faces and 180 stranger faces): rank-1 93.8% ->
+            # 97.2%, true accepts at 1% false accepts 82.6% -> 85.4% (batch norm in the conv blocks instead: 93.8%,
+            # 84.7%; both: 93.8%, 86.1%).
+            return cls(kind=kind, metric_weight=1.0, dropout=0.2, head_margin=0.3, code_norm=True,
                        train=TrainConfig(epochs=90, batch_size=32, learning_rate=1e-3, lr_schedule="cosine",
                                          augment=True))
         raise BadInputError(f"unknown autoencoder kind {kind!r}; choose one of {', '.join(AE_KINDS)}")
@@ -157,7 +162,7 @@ class FaceAutoencoder:
             decoder = build.build_dense_decoder(c.image_size, c.encoding_dim, c.hidden_units)
         else:
             encoder = build.build_conv_encoder(c.image_size, c.encoding_dim, c.blocks, c.filters, c.dropout,
-                                               c.code_activation)
+                                               c.code_activation, c.code_norm)
             decoder = build.build_conv_decoder(c.image_size, c.encoding_dim, c.blocks, c.filters)
         name = c.kind.replace("-", "_")
         return build.join(encoder, decoder, n_people=n_people if c.head else 0, name=name)

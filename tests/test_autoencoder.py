@@ -88,6 +88,18 @@ def test_both_losses_fall_while_training(trained):
     assert history["val_identity_loss"][-1] < history["val_identity_loss"][0]
 
 
+def test_short_trained_metric_codes_point_different_ways(split):
+    # The preset cut to 15 epochs (~5 s), as a user in a hurry would: without the code's batch norm
+    # (code_norm=False) every code pointed one way (cosines ~0.999 between different people), so the
+    # calibrated threshold was ~0 and every face came back unknown.
+    model = FaceAutoencoder(config_for("ae-metric", epochs=15, seed=0)).fit(split)
+    assert model.config.code_norm
+    codes = model.embed(split.test.images)
+    others = split.test.labels[:, None] != split.test.labels[None, :]
+    assert np.median((codes @ codes.T)[others]) < 0.5
+    assert model.gallery_.threshold > 0.02
+
+
 def test_seed_autoencoder_reconstructs_better_than_the_mean_face(split):
     model = FaceAutoencoder(AEConfig.preset("ae-dense")).fit(split)  # the seed's 50 epochs, ~5 s
     loss = model.history_["loss"]

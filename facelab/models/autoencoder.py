@@ -61,8 +61,9 @@ def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden
 
 
 def build_conv_encoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32,
-                       dropout: float = 0.0, code_activation: str = "linear") -> keras.Model:
-    """Conv(3x3, relu) + max-pool blocks, filters doubling per block, then Dense to the (D,) code."""
+                       dropout: float = 0.0, code_activation: str = "linear", code_norm: bool = False) -> keras.Model:
+    """Conv(3x3, relu) + max-pool blocks, filters doubling per block, then Dense to the (D,) code
+    (batch-normalised with `code_norm`)."""
     _check(image_size, encoding_dim, blocks)
     face = keras.Input((image_size, image_size, 1), name="face")
     x = face
@@ -72,7 +73,13 @@ def build_conv_encoder(image_size: int = 64, encoding_dim: int = 64, blocks: int
     x = layers.Flatten(name="flatten")(x)  # (S/2**blocks)**2 * filters*2**(blocks-1)
     if dropout > 0:
         x = layers.Dropout(dropout, name="enc_dropout")(x)
-    code = layers.Dense(encoding_dim, activation=code_activation, name="code")(x)  # (D,)
+    if code_norm:
+        # Without it the codes share one large offset, so early in training every face's code points the
+        # same way: cosines are all ~1 and the identity head has nothing to separate.
+        x = layers.Dense(encoding_dim, activation=code_activation, name="code_dense")(x)
+        code = layers.BatchNormalization(momentum=0.9, name="code")(x)  # (D,), centred per unit
+    else:
+        code = layers.Dense(encoding_dim, activation=code_activation, name="code")(x)  # (D,)
     return keras.Model(face, code, name="encoder")
 
 
@@ -100,9 +107,9 @@ def build_conv_autoencoder(image_size: int = 64, encoding_dim: int = 64, blocks:
 
 
 def build_metric_autoencoder(n_people: int, image_size: int = 64, encoding_dim: int = 64, blocks: int = 3,
-                             filters: int = 32, dropout: float = 0.0) -> keras.Model:
+                             filters: int = 32, dropout: float = 0.0, code_norm: bool = True) -> keras.Model:
     """The conv autoencoder plus an `identity` softmax head on the code, so that codes separate people."""
-    encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, "linear")
+    encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, "linear", code_norm)
     decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
     return join(encoder, decoder, n_people=n_people, name="ae_metric")
 
