@@ -138,7 +138,10 @@ def _image_figure(img: np.ndarray, colorscale: str | None, zmax: float, height: 
         fig.update_yaxes(autorange="reversed", scaleanchor="x")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(height=height or max(160, int(img.shape[0] * 2.2) + 60),
+    # Plotly keeps the image's aspect ratio inside the figure, so a height set from the rows alone leaves wide
+    # mosaics floating in blank space: assume a display about 700 px wide (up to 2.2x enlargement).
+    scale = min(2.2, 700 / max(img.shape[1], 1))
+    fig.update_layout(height=height or max(160, int(img.shape[0] * scale) + 60),
                       **{**_LAYOUT, "margin": dict(l=5, r=5, t=40, b=5)})
     return fig
 
