@@ -120,7 +120,7 @@ class AEConfig:
             # Chosen on validation faces only (Olivetti, bench split seeds 0 and 1: train on 4 faces per person,
             # 1-NN of the 5th against them): margin 0.3 / 90 epochs 97.5% and 95.0%, margin 0.2 / 60 epochs
             # 95.0% and 92.5%. No test face was looked at. For unknown faces (6 of the training side's people kept
-            # out as strangers, 3 folds x seeds 0-1, true accepts at the strictest stranger): this preset 83%; metric
+            # out as strangers, 3 folds x seeds 0-1, true accepts at the strictest stranger): margin 0.3 alone 83%; metric
             # weight 3 84%, head scale 30 / margin 0.35 82%, 32 filters 84%; T-norm or nearest/second-nearest
             # scores, fusing with LBP histograms, or the CNN->GRU classifier's embedding (74%) did not raise it either.
             # Batch norm on the code (same folds, 144 validation faces and 180 stranger faces): rank-1 93.8% ->
