@@ -479,6 +479,19 @@ def saved_at(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ webcam face crops
+def camera_stream(key: str, on_frame: Callable, rtc: dict[str, Any]) -> bool:
+    """The WebRTC camera widget (640x480 video, no audio) sending each frame to `on_frame`; whether it plays."""
+    from facelab.live import prepare_webrtc_import
+
+    prepare_webrtc_import()  # another page may have loaded TensorFlow first: see its docstring
+    from streamlit_webrtc import webrtc_streamer
+
+    ctx = webrtc_streamer(key=key, video_frame_callback=on_frame, rtc_configuration=rtc,
+                          media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+                          async_processing=True)
+    return bool(ctx.state.playing)
+
+
 def capture_caption(capture: Any) -> None:
     """How far an enrolment `FaceCapture` is, and why frames were not used (e.g. "12x no face found")."""
     st.caption(f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"

@@ -21,7 +21,7 @@ ADDED_SHOT = "data.webcam.added_shot"  # file id of the snapshot whose face was 
 def webcam_section() -> None:
     """Collect checked face crops of several people from the camera, then use them as the data set or save them."""
     from facelab.enrol import EnrolConfig, FaceCapture, FaceCollection, crops_from_photos
-    from facelab.live import LiveRecognizer, prepare_webrtc_import, rtc_configuration
+    from facelab.live import LiveRecognizer, rtc_configuration
 
     collection: FaceCollection = st.session_state.setdefault(COLLECTION, FaceCollection())
     st.caption("Type a name, let the camera see that person's face, and capture crops; repeat for everyone. "
@@ -32,14 +32,8 @@ def webcam_section() -> None:
     mode = st.radio("Camera", ["Live video (WebRTC)", "Snapshot (one photo)"], horizontal=True, key="data.webcam.mode")
     faces, shot = None, None
     if mode.startswith("Live"):
-        prepare_webrtc_import()
-        from streamlit_webrtc import webrtc_streamer
-
         stream: LiveRecognizer = st.session_state.setdefault(STREAM, LiveRecognizer())
-        ctx = webrtc_streamer(key="data.webrtc", video_frame_callback=stream.recv, rtc_configuration=rtc_configuration(""),
-                              media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
-                              async_processing=True)
-        playing = bool(ctx.state.playing)
+        playing = ui.camera_stream("data.webrtc", stream.recv, rtc_configuration(""))
 
         @st.fragment(run_every=0.5 if playing else None)
         def capture_status() -> None:

@@ -18,10 +18,7 @@ from facelab.enrol import (
 )
 from facelab.errors import FaceLabError
 from facelab.images import read_image
-from facelab.live import LiveRecognizer, identify_image, prepare_webrtc_import, rtc_configuration
-
-prepare_webrtc_import()  # another page may have loaded TensorFlow first: see its docstring
-from streamlit_webrtc import webrtc_streamer  # noqa: E402
+from facelab.live import LiveRecognizer, identify_image, rtc_configuration
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
@@ -91,14 +88,7 @@ if mode.startswith("Live"):
     except FaceLabError as err:
         ui.show_error(err)
         rtc = rtc_configuration("")
-    ctx = webrtc_streamer(
-        key="live.webrtc",
-        video_frame_callback=live.recv,
-        rtc_configuration=rtc,
-        media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
-        async_processing=True,
-    )
-    playing = bool(ctx.state.playing)
+    playing = ui.camera_stream("live.webrtc", live.recv, rtc)
     if playing and not st.session_state.get("live.was_playing"):
         live.reset_stats()  # counts and frame rate are per stream
     st.session_state["live.was_playing"] = playing
