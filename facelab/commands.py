@@ -168,6 +168,9 @@ def _train_run(args: argparse.Namespace) -> int:
         acc = f", test accuracy {metrics['accuracy']:.1%} on {result['n_test']} faces" if metrics else ""
         print(f"trained {args.kind} on {result['n_train']} faces of {ds.n_people} people in {seconds:.0f} s "
               f"({result['epochs_run']} epochs){acc}; saved to {path}")
+        calibration = getattr(getattr(model, "gallery_", None), "calibration", None)
+        if calibration is not None:
+            print(calibration.describe())
     return 0
 
 

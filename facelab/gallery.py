@@ -46,6 +46,19 @@ class Calibration:
     def as_dict(self) -> dict[str, float | int]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    def describe(self) -> str:
+        """One sentence for people: what the threshold was set for and what it did on the calibration faces."""
+        text = (f"Calibrated threshold {self.threshold:.3f}: set for {self.far_target:.0%} false accepts, it accepted "
+                f"{self.far:.0%} of {self.impostors} faces of people the gallery does not know")
+        if self.genuine and math.isfinite(self.tar):
+            text += f" and named {self.tar:.0%} of {self.genuine} validation faces of known people"
+        return text + "."
+
+    @property
+    def names_few_known(self) -> bool:
+        """True when the calibrated threshold turns most known people's faces away (codes that barely separate people)."""
+        return math.isfinite(self.tar) and self.genuine > 0 and self.tar < 0.5
+
 
 class Gallery:
     """People's face codes and a nearest-neighbour rule; implements `facelab.recognition.Recognizer`.

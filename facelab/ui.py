@@ -387,6 +387,15 @@ def recognizer_with_threshold(model: Any, key: str) -> Any:
         start = min(float(default.threshold), top) if math.isfinite(default.threshold) else top
         threshold = st.slider("Maximum code distance to name a face", 0.0, top, start, top / 200, key=key,
                               help="calibrated when the model was trained; farther faces are answered \"unknown\"")
+        calibration = getattr(default, "calibration", None)
+        if calibration is not None:
+            st.caption(calibration.describe())
+            if calibration.names_few_known:
+                better = ("train it for more epochs" if getattr(model, "kind", "") == "ae-metric" else
+                          "train `ae-metric`, whose codes are trained to separate people")
+                st.warning(f"At its calibrated threshold this model names only {calibration.tar:.0%} of known people's "
+                           "faces: its codes barely tell people apart. Raise the distance above to name more faces "
+                           f"(and accept more strangers), or {better}.")
     return model.recognizer(threshold)
 
 

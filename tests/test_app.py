@@ -202,6 +202,24 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     assert any(m.value.startswith("Face 1: **person-") for m in at.markdown)
 
 
+def test_identify_explains_the_calibrated_threshold_and_warns_when_it_names_few_faces(olivetti_ae, monkeypatch):
+    import dataclasses
+
+    model, _ = olivetti_ae
+    calibration = model.gallery_.calibration
+
+    def identify_page(tar: float) -> AppTest:
+        monkeypatch.setattr(model.gallery_, "calibration", dataclasses.replace(calibration, tar=tar))
+        return go(with_model(new_app(), "olivetti-ae", model), "pages/identify.py")
+
+    at = identify_page(0.9)
+    assert any(c.value.startswith("Calibrated threshold") and "named 90% of" in c.value for c in at.caption)
+    assert not at.warning, [w.value for w in at.warning]
+    # A threshold that turns most known faces away (a plain-reconstruction or undertrained model): the page says so.
+    at = identify_page(0.25)
+    assert any("names only 25% of known people's faces" in w.value and "more epochs" in w.value for w in at.warning)
+
+
 def test_bad_uploads_show_messages(olivetti_ae):
     model, _ = olivetti_ae
     at = with_model(new_app(), "olivetti-ae", model)

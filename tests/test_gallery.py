@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import cv2
@@ -12,7 +13,7 @@ from sklearn.decomposition import PCA
 
 from facelab.data import split_dataset
 from facelab.errors import FaceLabError
-from facelab.gallery import Gallery
+from facelab.gallery import Calibration, Gallery
 from facelab.recognition import UNKNOWN
 
 KNOWN = 30  # people 0..29 are enrolled; 30..39 stay strangers unless a test enrols them
@@ -155,6 +156,16 @@ def test_calibration_matches_a_hand_computation():
     answers = gallery.identify_codes(codes)
     assert [a.name for a in answers] == ["a", "a"]
     assert answers[0].confidence == pytest.approx(np.cos(angle[0]))
+
+
+def test_calibration_describes_itself_and_flags_a_threshold_that_names_few_known_faces():
+    cal = Calibration(threshold=0.1234, far_target=0.01, far=0.0, tar=0.3, genuine=20, impostors=30)
+    assert cal.describe() == ("Calibrated threshold 0.123: set for 1% false accepts, it accepted 0% of 30 faces of "
+                              "people the gallery does not know and named 30% of 20 validation faces of known people.")
+    assert cal.names_few_known
+    assert not dataclasses.replace(cal, tar=0.85).names_few_known
+    no_genuine = dataclasses.replace(cal, tar=math.nan, genuine=0)
+    assert not no_genuine.names_few_known and "known people" not in no_genuine.describe()
 
 
 def test_calibration_on_strangers_only_ignores_enrolled_impostors():
