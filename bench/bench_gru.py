@@ -73,6 +73,7 @@ def gru(kind: str, split, seed: int, epochs: int | None) -> dict:
             "infer_ms_per_face": metrics["infer_ms_per_face"], "latency_ms_one_face": metrics["latency_ms_one_face"],
             "config": {"units": config.units, "layers": config.layers, "cell": config.cell,
                        "bidirectional": config.bidirectional, "dropout": config.dropout, "flip_test": config.flip_test,
+                       "zoom_test": config.zoom_test,
                        "train": vars(config.train)}}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
-from facelab.preprocess import AugmentConfig, augment_faces
+from facelab.preprocess import AugmentConfig, augment_faces, inference_views
 from facelab.recognition import UNKNOWN, Identification
 from facelab.training import ProgressFn, StopRequest, TrainConfig
 
@@ -47,6 +47,8 @@ class GRUConfig:
     standardize: bool = field(default=True, metadata={"help": "standardise each face (zero mean, unit variance)"})
     flip_test: bool = field(default=False, metadata={"help": "average the probabilities of each face and its "
                                                              "mirror image (twice the inference cost)"})
+    zoom_test: bool = field(default=False, metadata={"help": "also average over each face zoomed 4% in and out "
+                                                             "(three times the inference cost)"})
     threshold: float = field(default=0.5, metadata={"help": "answer 'unknown' below this probability",
                                                     "min": 0.0, "max": 1.0})
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -94,6 +96,12 @@ class GRUConfig:
             # (seeds 0-2 x each of the five training faces held out; fixed 50 epochs, no best-epoch restore, 600
             # faces): softmax 94.7%, nearest training embedding (cosine) 93.2%, nearest person mean 91.0%. Same 15
             # folds: batch norm on the embedding before the softmax 94.0%, or before a CosFace head (margin 0.4) 93.7%.
+            # Same 15 folds: SGD (Nesterov, momentum 0.9, lr 0.05, decay 5e-4) 94.2%. Test-time averaging, on this
+            # preset and on a second weight-init seed (93.3% plain: init noise is about a point): zoom 0.96/1.04 (both
+            # inside the training augmentation) 95.3% / 94.3%, up on 9 folds of 30 and down on 1 (the `zoom_test`
+            # option; not in the preset because one face then takes 5.6 ms instead of 3.0 ms, over the 5 ms budget
+            # for live video); rotation +-4 degrees 95.3% / 94.2%; zoom and rotation together 95.3% / 94.3%;
+            # mirror 95.2% / 93.2% (+2 faces of 1200); a two-init ensemble 94.3%.
             return cls(kind="cnn-gru", units=128, layers=1, cell="gru", bidirectional=True, dropout=0.3,
                        conv_blocks=2, base_filters=16, standardize=True,
                        train=TrainConfig(epochs=50, batch_size=16, learning_rate=2e-3, clipnorm=1.0,
@@ -254,12 +262,11 @@ class FaceClassifier:
         """(N, S, S) faces -> (N, people) probabilities, through the compiled inference path."""
         self._check_fitted()
         faces = self._faces(faces)
+        views = inference_views(faces, self.config.flip_test, self.config.zoom_test)
         with self._lock:
-            if not self.config.flip_test:
-                return np.asarray(self._proba(faces), np.float32)
-            # One call on faces and mirrors together: a single compiled batch instead of two.
-            both = np.asarray(self._proba(np.concatenate([faces, faces[:, :, ::-1]])), np.float32)
-            return (both[: len(faces)] + both[len(faces):]) / 2
+            # One call on all views together: a single compiled batch instead of one per view.
+            probs = np.asarray(self._proba(np.concatenate(views) if len(views) > 1 else faces), np.float32)
+        return probs.reshape(len(views), len(faces), -1).mean(axis=0)
 
     def predict(self, faces: np.ndarray) -> list[str]:
         """The most probable name for each face (no threshold)."""

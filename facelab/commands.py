@@ -51,11 +51,12 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in _all_fields().values():
         flag = "--" + f.name.replace("_", "-")
         limits = f" [{f.min:g}..{f.max:g}]" if f.min is not None and f.max is not None else ""
+        text = f.help.replace("%", "%%")  # argparse %-formats help strings
         if f.type is bool:
-            group.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=f.help)
+            group.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:
             group.add_argument(flag, dest=f.name, default=None, type=f.type, choices=f.choices,
-                               help=f"{f.help}{limits}", metavar=None if f.choices else f.type.__name__.upper())
+                               help=f"{text}{limits}", metavar=None if f.choices else f.type.__name__.upper())
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -218,10 +218,35 @@ def augment_faces(faces: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     for i in range(n):
         matrix = cv2.getRotationMatrix2D(centre, angles[i], zooms[i])
         matrix[:, 2] += shifts[i]
-        face = cv2.warpAffine(faces[i].astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT)
+        face = _warp(faces[i], matrix)
         if flips[i]:
             face = face[:, ::-1]
         mean = face.mean()
         out[i] = (face - mean) * contrast[i] + mean + bright[i]
     return np.clip(out, 0.0, 1.0)
+
+
+INFERENCE_ZOOMS = (0.96, 1.04)  # inside the training augmentation's zoom range, so the model has seen such faces
+
+
+def _warp(face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    height, width = face.shape
+    return cv2.warpAffine(face.astype(np.float32), matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def zoom_faces(faces: np.ndarray, scale: float) -> np.ndarray:
+    """(N, S, S) faces scaled by `scale` about their centre, same size (edges reflected)."""
+    height, width = faces.shape[1:]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, scale)
+    return np.stack([_warp(face, matrix) for face in faces]) if len(faces) else faces.astype(np.float32)
+
+
+def inference_views(faces: np.ndarray, flip: bool = False, zoom: bool = False) -> list[np.ndarray]:
+    """The faces, plus their mirror images (`flip`) and their `INFERENCE_ZOOMS` copies (`zoom`), for averaging."""
+    views = [faces]
+    if flip:
+        views.append(np.ascontiguousarray(faces[:, :, ::-1]))
+    if zoom:
+        views += [zoom_faces(faces, scale) for scale in INFERENCE_ZOOMS]
+    return views

@@ -10,6 +10,7 @@ import pytest
 from facelab.classifier import FaceClassifier, GRUConfig
 from facelab.data import split_dataset
 from facelab.errors import BadInputError, FaceLabError
+from facelab.preprocess import INFERENCE_ZOOMS, zoom_faces
 from facelab.recognition import UNKNOWN
 from facelab.registry import config_for, create_model, load_model, replace_config
 from facelab.training import StopRequest
@@ -60,10 +61,24 @@ def test_probabilities_embeddings_and_recognizer(trained, split):
     assert all(a.name == UNKNOWN and not a.known for a in clf.recognizer(threshold=1.01).identify(faces))
     with pytest.raises(BadInputError, match="faces must be"):
         clf.predict_proba(np.zeros((2, 32, 32), np.float32))
-    mirrored = FaceClassifier(replace_config(clf.config, flip_test=True))
-    mirrored.__dict__.update({k: v for k, v in clf.__dict__.items() if k != "config"})
-    expected = (probs + clf.predict_proba(faces[:, :, ::-1])) / 2
-    np.testing.assert_allclose(mirrored.predict_proba(faces), expected, atol=1e-5)
+
+
+def test_inference_view_averaging(trained, split):
+    clf, _ = trained
+    faces = split.test.images[:6]
+
+    def same_weights(**views) -> FaceClassifier:
+        twin = FaceClassifier(replace_config(clf.config, **views))
+        twin.__dict__.update({k: v for k, v in clf.__dict__.items() if k != "config"})
+        return twin
+
+    plain = same_weights(flip_test=False, zoom_test=False).predict_proba
+    p = plain(faces)
+    mirrored = (p + plain(faces[:, :, ::-1])) / 2
+    np.testing.assert_allclose(same_weights(flip_test=True, zoom_test=False).predict_proba(faces), mirrored, atol=1e-5)
+    zoomed = (p + plain(zoom_faces(faces, INFERENCE_ZOOMS[0])) + plain(zoom_faces(faces, INFERENCE_ZOOMS[1]))) / 3
+    np.testing.assert_allclose(same_weights(flip_test=False, zoom_test=True).predict_proba(faces), zoomed, atol=1e-5)
+    assert not np.allclose(zoomed, p, atol=1e-4)  # the zoomed views do change the answer a little
 
 
 def test_save_load_round_trip(trained, split, tmp_path):

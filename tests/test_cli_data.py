@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 
 from facelab.cli import main
 from tests.conftest import ROOT
@@ -39,3 +40,12 @@ def test_data_text_and_error_exit_code(tmp_path):
     (tmp_path / "x.csv").write_text("nothing,here\n1,2\n")
     bad = run("data", str(tmp_path / "x.csv"))
     assert bad.returncode == 2 and "missing column" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["data", "train", "evaluate", "identify", "capture"])
+def test_every_command_prints_its_help(command, capsys):
+    # Setting help texts are shared with the app, so a "%" in one must not break argparse's formatting.
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out

@@ -13,7 +13,9 @@ from facelab.preprocess import (
     augment_faces,
     extract_faces,
     faces_in_image,
+    inference_views,
     to_face,
+    zoom_faces,
 )
 from tests.helpers import photo_with_faces
 
@@ -85,6 +87,20 @@ def test_augmentation_is_seeded_and_changes_faces(olivetti):
     assert a.shape == faces.shape and a.min() >= 0 and a.max() <= 1
     still = augment_faces(faces, np.random.default_rng(1), AugmentConfig(0, 0, 0, False, 0, 0))
     np.testing.assert_allclose(still, faces, atol=1e-5)
+
+
+def test_zoom_and_inference_views(olivetti):
+    faces = olivetti.images[:3]
+    np.testing.assert_allclose(zoom_faces(faces, 1.0), faces, atol=1e-6)
+    dot = np.zeros((1, 64, 64), np.float32)
+    dot[0, 32, 48] = 1.0  # 16 px right of the centre (32, 32)
+    assert np.argmax(zoom_faces(dot, 1.25)[0, 32]) == 52  # 16 * 1.25 = 20 px out
+    assert np.argmax(zoom_faces(dot, 0.75)[0, 32]) == 44
+    assert len(inference_views(faces)) == 1
+    views = inference_views(faces, flip=True, zoom=True)
+    assert len(views) == 4 and all(v.shape == faces.shape for v in views)
+    np.testing.assert_array_equal(views[1], faces[:, :, ::-1])
+    assert zoom_faces(faces[:0], 1.1).shape == (0, 64, 64)
 
 
 def test_faces_in_image_uses_crops_whole_and_searches_photos(olivetti_uint8):
