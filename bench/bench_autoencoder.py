@@ -39,6 +39,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 
 from facelab.autoencoder import AE_KINDS, DENSE_RECIPE, FaceAutoencoder  # noqa: E402
 from facelab.data import DataSplit, FaceDataset, load_olivetti, split_dataset  # noqa: E402
+from facelab.errors import FaceLabError  # noqa: E402
 from facelab.gallery import Gallery  # noqa: E402
 from facelab.reconstruction import mean_face_baseline, psnr_per_image  # noqa: E402
 from facelab.registry import config_for, replace_config  # noqa: E402
@@ -209,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     import keras
 
-    ds = load_olivetti(args.olivetti)
+    try:
+        ds = load_olivetti(args.olivetti)
+    except FaceLabError as err:
+        raise SystemExit(f"bench_autoencoder: {err}") from None
     start = time.perf_counter()
     runs = []
     for seed in args.seeds:

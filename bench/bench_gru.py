@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from facelab.data import load_dataset, split_dataset  # noqa: E402
+from facelab.errors import FaceLabError  # noqa: E402
 from facelab.evaluation import score_metrics, time_per_face  # noqa: E402
 
 CLASSICAL = ("raw-1nn", "eigenfaces")
@@ -87,7 +88,10 @@ def main() -> None:
 
     from facelab.device import device_info
 
-    ds = load_dataset(args.data)
+    try:
+        ds = load_dataset(args.data)
+    except FaceLabError as err:
+        raise SystemExit(f"bench_gru: {err}") from None
     load_before = os.getloadavg()
     results: dict[str, dict] = {m: {"runs": []} for m in args.models}
     for seed in args.seeds:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from facelab.errors import FaceLabError  # noqa: E402
 from facelab.live import STAGES, LiveRecognizer, place_faces  # noqa: E402
 
 KINDS = ("gru", "cnn-gru", "ae-dense", "ae-conv", "ae-metric")
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=150, help="timed frames per model and face count")
     parser.add_argument(
         "--data",
-        default="olivetti",
-        help="data spec for the one-epoch training and the frames (olivetti:DIR, or set FACELAB_OLIVETTI_DIR)",
+        default="olivetti:" + os.environ.get("FACELAB_OLIVETTI_DIR",
+                                             str(Path(__file__).resolve().parents[2] / "shared/data/olivetti")),
+        help="data spec for the one-epoch training and the frames (default: $FACELAB_OLIVETTI_DIR, else "
+             "../shared/data/olivetti)",
     )
     parser.add_argument("--kinds", nargs="+", default=["none", *KINDS], help="model kinds ('none': no model)")
     args = parser.parse_args(argv)
@@ -91,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     from facelab.data import load_dataset, split_dataset
     from facelab.device import device_info
 
-    ds = load_dataset(args.data)
+    try:
+        ds = load_dataset(args.data)
+    except FaceLabError as err:
+        raise SystemExit(f"bench_live: {err}") from None
     split = split_dataset(ds, train_per_person=5, val_per_person=1, seed=0)
     faces = (ds.images * 255).astype(np.uint8)
     report: dict = {
