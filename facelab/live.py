@@ -461,8 +461,9 @@ def align_box(
 
 
 def label_text(face: FaceResult) -> str:
-    """The caption drawn on a box: name and confidence in percent ("face" alone where no model names faces)."""
-    if math.isnan(face.confidence):
+    """The caption drawn on a box: name and confidence in percent; "unknown" or "face" (no model) alone."""
+    # An unknown face's score is how close the nearest person came: "unknown 89%" would read as a certainty.
+    if math.isnan(face.confidence) or not face.known:
         return face.name
     return f"{face.name} {face.confidence * 100:.0f}%"
 

@@ -115,6 +115,14 @@ def test_without_a_model_faces_are_boxed_as_faces_not_unknown_people(olivetti_ui
     assert (out != img).any()  # drawn: the box and its label
 
 
+def test_box_captions_give_a_score_only_to_named_faces():
+    from facelab.live import FaceResult, label_text
+
+    box = Box(0, 0, 10, 10)
+    assert label_text(FaceResult(box, "Ann", 0.87, True)) == "Ann 87%"
+    assert label_text(FaceResult(box, UNKNOWN, 0.89, False)) == UNKNOWN
+
+
 def test_olivetti_frame_is_boxed_and_named(olivetti_uint8, olivetti_recognizer):
     faces, _ = olivetti_uint8
     img = place_faces([faces[32]], side=160)  # person 3, image 2 (enrolled)
