@@ -50,14 +50,18 @@ class Calibration:
         """One sentence for people: what the threshold was set for and what it did on the calibration faces."""
         text = (f"Calibrated threshold {self.threshold:.3f}: set for {self.far_target:.0%} false accepts, it accepted "
                 f"{self.far:.0%} of {self.impostors} faces of people the gallery does not know")
-        if self.genuine and math.isfinite(self.tar):
+        if self._has_genuine:
             text += f" and named {self.tar:.0%} of {self.genuine} validation faces of known people"
         return text + "."
 
     @property
     def names_few_known(self) -> bool:
         """True when the calibrated threshold turns most known people's faces away (codes that barely separate people)."""
-        return math.isfinite(self.tar) and self.genuine > 0 and self.tar < 0.5
+        return self._has_genuine and self.tar < 0.5
+
+    @property
+    def _has_genuine(self) -> bool:
+        return self.genuine > 0 and math.isfinite(self.tar)
 
 
 class Gallery:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -52,6 +53,22 @@ class Bundle:
     meta: dict
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     path: Path | None = None
+
+
+def default_model_dir() -> Path:
+    """$FACELAB_MODEL_DIR, else ~/.facelab/models (per user, survives restarts)."""
+    return Path(os.environ.get("FACELAB_MODEL_DIR") or Path.home() / ".facelab" / "models").expanduser()
+
+
+def free_bundle_name(base: str, taken: set[str]) -> str:
+    """`base` made safe as a folder name, or `base-2`, `base-3`, ... so that it is none of `taken`."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+    if base not in taken:
+        return base
+    i = 2
+    while f"{base}-{i}" in taken:
+        i += 1
+    return f"{base}-{i}"
 
 
 def _json_default(obj: Any) -> Any:

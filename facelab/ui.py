@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import streamlit as st
 
 from facelab.errors import FaceLabError
 from facelab.jobs import TrainingJob
+from facelab.storage import default_model_dir, free_bundle_name
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,6 @@ PAGE_DATA = "pages/data.py"
 PAGE_TRAIN_GRU = "pages/train_gru.py"
 PAGE_TRAIN_AE = "pages/train_autoencoder.py"
 PAGE_MODELS = "pages/models.py"
-
-
-def default_model_dir() -> Path:
-    """$FACELAB_MODEL_DIR, else ~/.facelab/models (per user, survives restarts)."""
-    return Path(os.environ.get("FACELAB_MODEL_DIR") or Path.home() / ".facelab" / "models").expanduser()
 
 
 def model_dir() -> Path:
@@ -110,15 +105,8 @@ def set_dataset(ds, label: str | None = None) -> None:
 
 
 def unique_name(base: str) -> str:
-    """`base`, or `base-2`, `base-3`, ... so a new model never replaces another in the session."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
-    taken = set(models()) | {p.name for p in _saved_names()}
-    if base not in taken:
-        return base
-    i = 2
-    while f"{base}-{i}" in taken:
-        i += 1
-    return f"{base}-{i}"
+    """`base`, or `base-2`, `base-3`, ... so a new model never replaces another in the session or the folder."""
+    return free_bundle_name(base, set(models()) | {p.name for p in _saved_names()})
 
 
 def _saved_names() -> list[Path]:

@@ -151,3 +151,16 @@ def test_registry_kinds_and_errors(tmp_path):
     from facelab.training import TrainConfig
 
     assert "epochs" in {f.name for f in config_fields(TrainConfig)}
+
+
+def test_free_bundle_name_and_default_model_dir(tmp_path, monkeypatch):
+    from facelab.storage import default_model_dir, free_bundle_name
+
+    assert free_bundle_name("cnn gru/v1", set()) == "cnn-gru-v1"
+    assert free_bundle_name("ae", {"ae", "ae-2"}) == "ae-3"
+    assert free_bundle_name("//", set()) == "model"
+    monkeypatch.setenv("FACELAB_MODEL_DIR", str(tmp_path / "m"))
+    assert default_model_dir() == tmp_path / "m"
+    monkeypatch.delenv("FACELAB_MODEL_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_model_dir() == tmp_path / ".facelab" / "models"

@@ -106,14 +106,6 @@ def build_conv_autoencoder(image_size: int = 64, encoding_dim: int = 64, blocks:
     return join(encoder, decoder, name="ae_conv")
 
 
-def build_metric_autoencoder(n_people: int, image_size: int = 64, encoding_dim: int = 64, blocks: int = 3,
-                             filters: int = 32, dropout: float = 0.0, code_norm: bool = True) -> keras.Model:
-    """The conv autoencoder plus an `identity` softmax head on the code, so that codes separate people."""
-    encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, "linear", code_norm)
-    decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
-    return join(encoder, decoder, n_people=n_people, name="ae_metric")
-
-
 def join(encoder: keras.Model, decoder: keras.Model, n_people: int = 0, name: str = "autoencoder") -> keras.Model:
     """face -> encoder -> code -> decoder -> reconstruction; with `n_people` > 0 also an `identity` head.
 
