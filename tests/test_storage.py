@@ -159,6 +159,7 @@ def test_free_bundle_name_and_default_model_dir(tmp_path, monkeypatch):
     assert free_bundle_name("cnn gru/v1", set()) == "cnn-gru-v1"
     assert free_bundle_name("ae", {"ae", "ae-2"}) == "ae-3"
     assert free_bundle_name("//", set()) == "model"
+    assert free_bundle_name("..", set()) == "model" and free_bundle_name(".hidden v1.0.", set()) == "hidden-v1.0"
     monkeypatch.setenv("FACELAB_MODEL_DIR", str(tmp_path / "m"))
     assert default_model_dir() == tmp_path / "m"
     monkeypatch.delenv("FACELAB_MODEL_DIR")
