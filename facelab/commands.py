@@ -1,4 +1,4 @@
-"""The model commands of `python -m facelab`: `train`, `evaluate` and `identify`, for every model kind.
+"""The model commands of `python -m facelab`: `train`, `evaluate`, `identify`, `capture` and `enrol`.
 
 Config flags (`--units`, `--learning-rate`, `--augment/--no-augment`, ...) are generated from the config
 dataclasses' fields (`facelab.registry.config_fields`); a flag applies to the kinds whose config has
@@ -223,7 +223,8 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a saved model bundle (folder)")
     p.add_argument("images", nargs="+", help="photos or face crops")
     p.add_argument("--threshold", type=float, default=None,
-                   help="answer 'unknown' below this score (default: the model's)")
+                   help="classifiers: 'unknown' below this probability; autoencoders: 'unknown' over this "
+                        "distance to the nearest person (default: the model's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -299,8 +300,71 @@ def _capture_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enrol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a saved autoencoder bundle (folder): its gallery changes, no retraining")
+    p.add_argument("name", nargs="?", help="the person to add (a known name gets the new faces added)")
+    p.add_argument("photos", nargs="*", help="photos or face crops of the person (one face each), or folders of them")
+    p.add_argument("--remove", metavar="NAME", help="forget this person instead of adding one")
+    p.add_argument("--list", action="store_true", help="only list the people the gallery knows")
+    p.add_argument("--out", help="save the changed model here (default: over BUNDLE, atomically)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _photo_files(paths: list[str]) -> list[Path]:
+    """The given files, and the image files directly inside any given folder (sorted)."""
+    from facelab.images import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(f for f in given.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise BadInputError(f"{given}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files.extend(found)
+        else:
+            files.append(given)
+    return files
+
+
+def _enrol_run(args: argparse.Namespace) -> int:
+    """Add a person to a saved autoencoder's gallery from photos, remove one, or list them (no retraining)."""
+    import numpy as np
+
+    from facelab.enrol import add_person, crops_from_photos, gallery_of, remove_person
+    from facelab.registry import load_model
+
+    if sum([bool(args.list), bool(args.remove), bool(args.name)]) != 1:
+        raise BadInputError("give a NAME and photos to add a person, or --remove NAME, or --list")
+    if args.name and not args.photos:
+        raise BadInputError(f"no photos of {args.name} given: list photo files or folders after the name")
+    model = load_model(args.bundle)
+    gallery_of(model)  # a classifier has no gallery: say so before reading any photo
+    refused: list[dict[str, str]] = []
+    if args.remove:
+        model = remove_person(model, args.remove)
+        action = f"Removed {args.remove}"
+    elif args.name:
+        crops = crops_from_photos([(str(f), f) for f in _photo_files(args.photos)])
+        refused = [{"photo": c.source, "reason": c.reason or ""} for c in crops if not c.ok]
+        for r in refused:
+            print(f"skipped {r['reason']}", file=sys.stderr)
+        used = [c.face for c in crops if c.ok]
+        model = add_person(model, args.name, np.stack(used) if used else np.zeros((0, 1, 1), np.float32))
+        action = f"Added {len(used)} face(s) of {' '.join(args.name.split())}"
+    saved = model.save(args.out or args.bundle) if not args.list else Path(args.bundle)
+    people = gallery_of(model).counts()
+    if args.json:
+        print(json.dumps({"model": str(saved), "kind": model.kind, "people": people, "refused": refused}, indent=2))
+    else:
+        if not args.list:
+            print(f"{action}; saved to {saved}")
+        print(f"The gallery knows {len(people)} people: " + ", ".join(f"{n} ({c})" for n, c in people.items()))
+    return 0
+
+
 COMMANDS = {
     "capture": (_capture_args, _capture_run),
+    "enrol": (_enrol_args, _enrol_run),
     "train": (_train_args, _train_run),
     "evaluate": (_evaluate_args, _evaluate_run),
     "identify": (_identify_args, _identify_run),

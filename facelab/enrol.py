@@ -283,9 +283,9 @@ def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config:
 
 
 def crops_from_photos(
-    photos: list[tuple[str, bytes | np.ndarray]], config: EnrolConfig | None = None, detector: FaceDetector | None = None
+    photos: list[tuple[str, bytes | Path | np.ndarray]], config: EnrolConfig | None = None, detector: FaceDetector | None = None
 ) -> list[Crop]:
-    """One `Crop` per (name, file bytes or img_bgr): accepted, or refused with the file and the reason."""
+    """One `Crop` per (name, file bytes, path or img_bgr): accepted, or refused with the file and the reason."""
     cfg = config or EnrolConfig()
     detector = detector or FaceDetector(min_face=min(40, cfg.min_face), detect_width=640)
     out = []
@@ -305,7 +305,8 @@ def crops_from_photos(
 # ------------------------------------------------------------------------------------- galleries
 
 
-def _gallery_of(model: Any) -> Any:
+def gallery_of(model: Any) -> Any:
+    """The model's `Gallery`, or a clear error for a model kind that has none (the GRU classifiers)."""
     gallery = getattr(model, "gallery_", None)
     if gallery is None:
         raise FaceLabError(
@@ -332,7 +333,7 @@ def copy_gallery(gallery: Any) -> Any:
 def add_person(model: Any, name: str, faces: np.ndarray, config: EnrolConfig | None = None) -> Any:
     """A new model object whose gallery also knows `name` from (N, S, S) faces; `model` is unchanged."""
     cfg = config or EnrolConfig()
-    gallery = _gallery_of(model)
+    gallery = gallery_of(model)
     clean = check_name(name)
     faces = np.asarray(faces, np.float32)
     if faces.ndim != 3 or len(faces) < cfg.min_faces:
@@ -344,7 +345,7 @@ def add_person(model: Any, name: str, faces: np.ndarray, config: EnrolConfig | N
 
 def remove_person(model: Any, name: str) -> Any:
     """A new model object whose gallery no longer knows `name`; `model` is unchanged."""
-    gallery = _gallery_of(model)
+    gallery = gallery_of(model)
     if name not in list(gallery.names):
         raise BadInputError(f"{name!r} is not in this model's gallery")
     new_gallery = copy_gallery(gallery)

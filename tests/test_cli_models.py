@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import pytest
@@ -84,3 +85,51 @@ def test_bad_models_and_flags(tmp_path, photo_folder, capsys):
     assert "--gallery-k" in capsys.readouterr().err
     assert main(["evaluate", "gru", "--data", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tmp_path, capsys):
+    known = tmp_path / "known"
+    for person in ("p2", "p3", "p4", "p5", "p6"):
+        shutil.copytree(photo_folder / person, known / person)
+    bundle = tmp_path / "ae"
+    assert main(["train", "ae-metric", "--data", str(known), "--epochs", "15", "--out", str(bundle), "--json"]) == 0
+    capsys.readouterr()
+    newcomer = tmp_path / "ada"
+    shutil.copytree(photo_folder / "p0", newcomer)
+    (newcomer / "notes.txt").write_text("not a photo: ignored, not an image suffix")
+    (newcomer / "broken.jpg").write_bytes(b"not an image")
+    photos = sorted(str(p) for p in newcomer.glob("[0-9].jpg"))
+
+    assert main(["enrol", str(bundle), "Ada", str(newcomer), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["people"]["Ada"] == len(photos) and len(out["people"]) == 6
+    assert [r["photo"] for r in out["refused"]] == [str(newcomer / "broken.jpg")] and "broken.jpg" in captured.err
+
+    assert main(["identify", str(bundle), *photos, "--json"]) == 0  # the saved bundle, loaded again
+    named = [f["name"] for image in _json(capsys)["images"] for f in image["faces"]]
+    assert named.count("Ada") == len(photos)
+
+    assert main(["enrol", str(bundle), "--remove", "Ada"]) == 0
+    assert "knows 5 people" in capsys.readouterr().out
+    assert main(["identify", str(bundle), *photos, "--json"]) == 0
+    assert "Ada" not in {f["name"] for image in _json(capsys)["images"] for f in image["faces"]}
+
+    # Refusals leave the saved gallery as it was.
+    assert main(["enrol", str(bundle), "Bob", photos[0]]) == 2
+    assert "at least 3" in capsys.readouterr().err
+    assert main(["enrol", str(bundle), "--remove", "Nobody"]) == 2
+    assert "not in this model's gallery" in capsys.readouterr().err
+    assert main(["enrol", str(bundle), "--list", "--json"]) == 0
+    assert set(_json(capsys)["people"]) == {"p2", "p3", "p4", "p5", "p6"}
+
+
+def test_enrol_refuses_a_classifier_bundle(olivetti_dir, tmp_path, capsys):
+    bundle = tmp_path / "gru"
+    assert main(["train", "gru", "--data", f"olivetti:{olivetti_dir}", "--epochs", "1", "--units", "8",
+                 "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    assert main(["enrol", str(bundle), "--list"]) == 2
+    assert "no gallery" in capsys.readouterr().err
+    assert main(["enrol", str(bundle), "Ada"]) == 2
+    assert "no photos of Ada" in capsys.readouterr().err
