@@ -1,4 +1,4 @@
-"""The model commands of `python -m facelab`: `train`, `evaluate`, `identify`, `capture` and `enrol`.
+"""The model commands of `python -m facelab`: `train`, `evaluate`, `identify`, `capture`, `enrol` and `models`.
 
 Config flags (`--units`, `--learning-rate`, `--augment/--no-augment`, ...) are generated from the config
 dataclasses' fields (`facelab.registry.config_fields`); a flag applies to the kinds whose config has
@@ -362,8 +362,43 @@ def _enrol_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", nargs="?", help="folder of bundles (default: the app's model folder, "
+                                             "$FACELAB_MODEL_DIR or ~/.facelab/models)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    """List the saved model bundles in a folder with their test figures, newest first, to compare them."""
+    from facelab.storage import default_model_dir, list_bundles
+
+    folder = Path(args.folder) if args.folder else default_model_dir()
+    if args.folder and not folder.is_dir():
+        raise BadInputError(f"{folder}: no such folder")
+    keys = ("accuracy", "top5", "recon_psnr", "infer_ms_per_face")
+    rows = [{"name": b["name"], "kind": b["kind"], "created": b["created"][:19], "people": b["people"],
+             "data": b["data_source"], **{k: b["metrics"].get(k) for k in keys}} for b in list_bundles(folder)]
+    if args.json:
+        print(json.dumps({"folder": str(folder), "bundles": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"{folder}: no model bundles")
+        return 0
+    print(f"{len(rows)} bundle(s) in {folder}:")
+    for r in rows:
+        figures = [f"accuracy {r['accuracy']:.1%}" if _is_number(r["accuracy"]) else "not evaluated"]
+        figures += [f"PSNR {r['recon_psnr']:.1f} dB"] if _is_number(r["recon_psnr"]) else []
+        print(f"  {r['name']}: {r['kind']}, {r['people']} people, {', '.join(figures)}, {r['created']}, {r['data']}")
+    return 0
+
+
 COMMANDS = {
     "capture": (_capture_args, _capture_run),
+    "models": (_models_args, _models_run),
     "enrol": (_enrol_args, _enrol_run),
     "train": (_train_args, _train_run),
     "evaluate": (_evaluate_args, _evaluate_run),

@@ -133,3 +133,23 @@ def test_enrol_refuses_a_classifier_bundle(olivetti_dir, tmp_path, capsys):
     assert "no gallery" in capsys.readouterr().err
     assert main(["enrol", str(bundle), "Ada"]) == 2
     assert "no photos of Ada" in capsys.readouterr().err
+
+
+def test_models_lists_saved_bundles_with_their_figures(olivetti_dir, tmp_path, capsys):
+    data = f"olivetti:{olivetti_dir}"
+    assert main(["train", "gru", "--data", data, "--epochs", "1", "--units", "8", "--out", str(tmp_path / "g")]) == 0
+    assert main(["train", "ae-dense", "--data", data, "--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    (tmp_path / "not-a-bundle").mkdir()
+    capsys.readouterr()
+    assert main(["models", str(tmp_path), "--json"]) == 0
+    rows = {r["name"]: r for r in _json(capsys)["bundles"]}
+    assert set(rows) == {"g", "a"}
+    assert rows["g"]["kind"] == "gru" and rows["a"]["kind"] == "ae-dense" and rows["g"]["people"] == 40
+    assert 0 <= rows["g"]["accuracy"] <= 1 and rows["a"]["recon_psnr"] > 10
+    assert main(["models", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "2 bundle(s)" in text and "a: ae-dense, 40 people, accuracy" in text and "dB" in text
+    assert main(["models", str(tmp_path / "not-a-bundle")]) == 0
+    assert "no model bundles" in capsys.readouterr().out
+    assert main(["models", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
