@@ -63,6 +63,7 @@ PAGE_DATA = "pages/data.py"
 PAGE_TRAIN_GRU = "pages/train_gru.py"
 PAGE_TRAIN_AE = "pages/train_autoencoder.py"
 PAGE_MODELS = "pages/models.py"
+PAGE_LIVE = "pages/live.py"
 
 
 def model_dir() -> Path:

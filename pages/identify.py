@@ -23,6 +23,7 @@ st.caption(f"Photos are searched for faces; an image of at most {CROP_MAX_SIDE} 
 photos = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"],
                           accept_multiple_files=True, key="identify.photos")
 detector = FaceDetector()
+unknown_faces = 0
 for photo in photos or []:
     st.markdown(f"**{photo.name}**")
     try:
@@ -35,6 +36,7 @@ for photo in photos or []:
     except FaceLabError as err:
         ui.show_error(err)
         continue
+    unknown_faces += sum(not a.known for a in answers)
     labels = [f"{i + 1}: {a.name} {a.confidence:.2f}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
     colors = ["#16a34a" if a.known else "#dc2626" for a in answers]
     left, right = st.columns([3, 2])
@@ -45,3 +47,9 @@ for photo in photos or []:
             st.markdown(f"Face {i + 1}: **{answer.name}** ({answer.confidence:.2f})")
             st.dataframe(pd.DataFrame(answer.top[:3], columns=["person", "score"]), hide_index=True,
                          key=f"identify.top.{photo.file_id}.{i}")
+
+if unknown_faces:
+    how = ("add them to this model's gallery from 3 or more photos or the webcam, no retraining"
+           if ui.is_autoencoder(model) else "retrain this classifier with them from photos or the webcam")
+    st.info(f"{unknown_faces} face(s) unknown to {name}. Someone who should be known? On the Live page you can {how}.")
+    st.page_link(ui.PAGE_LIVE, label="Add a person (Live)", icon=":material/person_add:")

@@ -200,6 +200,11 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     chart = at.get("plotly_chart")[0].proto.spec
     assert '"type":"rect"' in chart.replace(" ", "")  # the face is boxed
     assert any(m.value.startswith("Face 1: **person-") for m in at.markdown)
+    assert not any("unknown to" in i.value for i in at.info)  # every face named: no pointer to enrolment
+    slider.set_value(slider.min).run()  # nobody is close enough now (the photo is the one upload left)
+    pointer = [i.value for i in at.info if "unknown to olivetti-ae" in i.value]
+    assert pointer and pointer[0].startswith("1 face(s)") and "gallery" in pointer[0]
+    assert at.get("page_link")[0].proto.page == "live"
 
 
 def test_identify_explains_the_calibrated_threshold_and_warns_when_it_names_few_faces(olivetti_ae, monkeypatch):
