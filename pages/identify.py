@@ -44,7 +44,9 @@ for photo in photos or []:
                       key=f"identify.photo.{photo.file_id}")
     with right:
         for i, answer in enumerate(answers):
-            st.markdown(f"Face {i + 1}: **{answer.name}** ({answer.confidence:.2f})")
+            # An unknown face's score belongs to the nearest person, so it is shown with that name.
+            nearest = "" if answer.known else f"nearest: {answer.top[0][0]}, "
+            st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}{answer.confidence:.2f})")
             st.dataframe(pd.DataFrame(answer.top[:3], columns=["person", "score"]), hide_index=True,
                          key=f"identify.top.{photo.file_id}.{i}")
 

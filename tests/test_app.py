@@ -204,6 +204,7 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     slider.set_value(slider.min).run()  # nobody is close enough now (the photo is the one upload left)
     pointer = [i.value for i in at.info if "unknown to olivetti-ae" in i.value]
     assert pointer and pointer[0].startswith("1 face(s)") and "gallery" in pointer[0]
+    assert any(m.value.startswith("Face 1: **unknown** (nearest: person-") for m in at.markdown)
     assert at.get("page_link")[0].proto.page == "live"
 
 
