@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from facelab import plots, ui
+from facelab.enrol import EnrolConfig
 from facelab.errors import FaceLabError
 from facelab.images import read_image
 from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image
@@ -51,7 +52,7 @@ for photo in photos or []:
                          key=f"identify.top.{photo.file_id}.{i}")
 
 if unknown_faces:
-    how = ("add them to this model's gallery from 3 or more photos or the webcam, no retraining"
+    how = (f"add them to this model's gallery from {EnrolConfig().min_faces} or more photos or the webcam, no retraining"
            if ui.is_autoencoder(model) else "retrain this classifier with them from photos or the webcam")
     st.info(f"{unknown_faces} face(s) unknown to {name}. Someone who should be known? On the Live page you can {how}.")
     st.page_link(ui.PAGE_LIVE, label="Add a person (Live)", icon=":material/person_add:")
