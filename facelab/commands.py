@@ -330,13 +330,15 @@ def _enrol_run(args: argparse.Namespace) -> int:
     """Add a person to a saved autoencoder's gallery from photos, remove one, or list them (no retraining)."""
     import numpy as np
 
-    from facelab.enrol import add_person, crops_from_photos, gallery_of, remove_person
+    from facelab.enrol import add_person, check_name, crops_from_photos, gallery_of, remove_person
     from facelab.registry import load_model
 
     if sum([bool(args.list), bool(args.remove), bool(args.name)]) != 1:
         raise BadInputError("give a NAME and photos to add a person, or --remove NAME, or --list")
     if args.name and not args.photos:
         raise BadInputError(f"no photos of {args.name} given: list photo files or folders after the name")
+    if args.name:
+        check_name(args.name)  # before any photo is read
     model = load_model(args.bundle)
     gallery_of(model)  # a classifier has no gallery: say so before reading any photo
     refused: list[dict[str, str]] = []

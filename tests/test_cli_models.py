@@ -118,6 +118,9 @@ def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tm
     # Refusals leave the saved gallery as it was.
     assert main(["enrol", str(bundle), "Bob", photos[0]]) == 2
     assert "at least 3" in capsys.readouterr().err
+    assert main(["enrol", str(bundle), "unknown", str(newcomer)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: 'unknown' is reserved for faces nobody knows; "
+                                                            "choose another name"]  # refused before reading photos
     assert main(["enrol", str(bundle), "--remove", "Nobody"]) == 2
     assert "not in this model's gallery" in capsys.readouterr().err
     assert main(["enrol", str(bundle), "--list", "--json"]) == 0
