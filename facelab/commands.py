@@ -1,4 +1,5 @@
-"""The model commands of `python -m facelab`: `train`, `evaluate`, `identify`, `capture`, `enrol` and `models`.
+"""The model commands of `python -m facelab`: `train`, `evaluate`, `identify`, `live`, `capture`,
+`enrol` and `models`.
 
 Config flags (`--units`, `--learning-rate`, `--augment/--no-augment`, ...) are generated from the config
 dataclasses' fields (`facelab.registry.config_fields`); a flag applies to the kinds whose config has
@@ -398,8 +399,42 @@ def _models_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a saved model bundle (folder)")
+    p.add_argument("--camera", default="0", help="camera index (default 0) or a video file")
+    p.add_argument("--out", help="write the annotated video here (.mp4 or .avi)")
+    p.add_argument("--max-frames", type=int, default=300, help="stop after this many frames (default 300; Ctrl-C "
+                                                                "also stops)")
+    p.add_argument("--threshold", type=float, default=None, help="as for identify (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object, with the names of every frame")
+
+
+def _live_run(args: argparse.Namespace) -> int:
+    """Name the faces in camera or video frames, as the Live page does; optionally write the annotated video."""
+    from facelab.live import identify_video
+    from facelab.registry import load_model
+
+    if args.max_frames < 1:
+        raise BadInputError("--max-frames must be at least 1")
+    model = load_model(args.bundle)
+    source = int(args.camera) if args.camera.isdigit() else args.camera
+    report = identify_video(model.recognizer(args.threshold), source, args.max_frames, args.out, Path(args.bundle).name)
+    if args.json:
+        print(json.dumps({"model": str(args.bundle), "kind": model.kind, **report.as_dict()}, indent=2))
+        return 0
+    seen = sorted(report.seen.items(), key=lambda item: -item[1])
+    print(f"{report.frames} frames, {report.frames_with_faces} with a face; per frame {report.latency_ms_p50:.0f} ms "
+          f"(p95 {report.latency_ms_p95:.0f} ms)")
+    for name, frames in seen:
+        print(f"  {name}: in {frames} frames")
+    if report.saved:
+        print(f"annotated video saved to {report.saved}")
+    return 0
+
+
 COMMANDS = {
     "capture": (_capture_args, _capture_run),
+    "live": (_live_args, _live_run),
     "models": (_models_args, _models_run),
     "enrol": (_enrol_args, _enrol_run),
     "train": (_train_args, _train_run),

@@ -250,13 +250,10 @@ def _folder_names(names: list[str]) -> dict[str, str]:
 def capture_from_video(source: int | str, config: EnrolConfig | None = None, max_frames: int = 300) -> FaceCapture:
     """Fill a `FaceCapture` from a camera (its index) or a video file, through the live pipeline's detection and
     alignment; stops when full, after `max_frames` frames, or at the end of the video."""
-    import cv2
 
-    from facelab.live import LiveConfig, LiveRecognizer
+    from facelab.live import LiveConfig, LiveRecognizer, open_video
 
-    video = cv2.VideoCapture(source)
-    if not video.isOpened():
-        raise BadInputError(f"cannot open camera {source}" if isinstance(source, int) else f"{source}: cannot read as a video")
+    video = open_video(source)
     capture = FaceCapture(config)
     stream = LiveRecognizer(config=LiveConfig(draw=False, smooth_frames=1))
     stream.start_capture(capture)

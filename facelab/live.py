@@ -511,3 +511,91 @@ def place_faces(
         region = frame[y : y + side, x : x + side]
         region[:] = big[: region.shape[0], : region.shape[1]]
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+# ------------------------------------------------------------------------------ videos and cameras
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # containers OpenCV's own writer handles everywhere
+
+
+def open_video(source: int | str) -> cv2.VideoCapture:
+    """An opened `cv2.VideoCapture` for a camera index or a video file, or a `BadInputError` saying which failed."""
+    video = cv2.VideoCapture(source)
+    if not video.isOpened():
+        raise BadInputError(f"cannot open camera {source}" if isinstance(source, int) else f"{source}: cannot read as a video")
+    return video
+
+
+@dataclass(frozen=True)
+class VideoReport:
+    """What `identify_video` saw: per-frame names, how often each name was shown, per-frame latency."""
+
+    frames: int
+    frames_with_faces: int
+    seen: dict[str, int]  # name -> frames in which it was shown
+    latency_ms_p50: float
+    latency_ms_p95: float
+    timeline: list[list[str]]  # the names shown in each frame
+    saved: str | None = None  # the annotated video, when one was written
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def identify_video(
+    recognizer: Recognizer | None,
+    source: int | str,
+    max_frames: int = 300,
+    out: str | os.PathLike | None = None,
+    model_name: str = "",
+    config: LiveConfig | None = None,
+) -> VideoReport:
+    """Run the live pipeline over a camera or video file (until its end, `max_frames`, or Ctrl-C) and report
+    the names shown; with `out` (.mp4 or .avi) the annotated frames are written there, atomically."""
+    from pathlib import Path
+
+    target = Path(out) if out is not None else None
+    if target is not None and target.suffix.lower() not in VIDEO_CODECS:
+        raise BadInputError(f"{target}: the annotated video must end in {' or '.join(VIDEO_CODECS)}")
+    video = open_video(source)
+    stream = LiveRecognizer(recognizer, config, model_name=model_name)
+    fps = video.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps < 240 else 25.0
+    writer, partial, finished = None, None, False
+    timeline: list[list[str]] = []
+    latencies: list[float] = []
+    try:
+        try:
+            while len(timeline) < max_frames:
+                ok, frame = video.read()
+                if not ok:
+                    break
+                drawn, result = stream.process(frame)
+                timeline.append(result.names)
+                latencies.append(result.latency_ms)
+                if target is not None:
+                    if writer is None:
+                        # Written beside the target and renamed at the end: a failed run never leaves half a video.
+                        partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+                        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[target.suffix.lower()])
+                        writer = cv2.VideoWriter(str(partial), fourcc, fps, (drawn.shape[1], drawn.shape[0]))
+                        if not writer.isOpened():
+                            raise BadInputError(f"{target}: cannot write a video there")
+                    writer.write(drawn)
+        except KeyboardInterrupt:
+            pass  # a camera runs until stopped: report what was seen so far
+        finished = True
+    finally:
+        video.release()
+        if writer is not None:
+            writer.release()
+        if partial is not None and not finished:
+            partial.unlink(missing_ok=True)
+    saved = None
+    if partial is not None:
+        os.replace(partial, target)
+        saved = str(target)
+    if not timeline:
+        raise BadInputError(f"{source}: no frames could be read")
+    stats = stream.stats()
+    p50, p95 = np.percentile(latencies, [50, 95])
+    return VideoReport(stats.frames, stats.frames_with_faces, stats.seen, float(p50), float(p95), timeline, saved)

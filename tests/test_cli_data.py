@@ -42,7 +42,7 @@ def test_data_text_and_error_exit_code(tmp_path):
     assert bad.returncode == 2 and "missing column" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("command", ["data", "train", "evaluate", "identify", "capture", "enrol", "models"])
+@pytest.mark.parametrize("command", ["data", "train", "evaluate", "identify", "live", "capture", "enrol", "models"])
 def test_every_command_prints_its_help(command, capsys):
     # Setting help texts are shared with the app, so a "%" in one must not break argparse's formatting.
     with pytest.raises(SystemExit) as done:

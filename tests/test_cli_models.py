@@ -156,3 +156,35 @@ def test_models_lists_saved_bundles_with_their_figures(olivetti_dir, tmp_path, c
     assert "no model bundles" in capsys.readouterr().out
     assert main(["models", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_live_names_the_people_of_the_webcam_feed_and_writes_the_annotated_video(olivetti_dir, tmp_path, capsys):
+    from tests.conftest import WEBCAM_DIR
+
+    feed = WEBCAM_DIR / "olivetti_feed.y4m"  # 75 frames: person 0, 2, 3 (20 frames each), 5 empty frames after each
+    bundle = tmp_path / "ae"
+    assert main(["train", "ae-metric", "--data", f"olivetti:{olivetti_dir}", "--epochs", "15", "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    video = tmp_path / "annotated.mp4"
+    # Threshold 2 (the largest cosine distance): closed set, every face gets its nearest person's name.
+    assert main(["live", str(bundle), "--camera", str(feed), "--threshold", "2", "--out", str(video), "--json"]) == 0
+    out = _json(capsys)
+    assert out["frames"] == 75 and out["frames_with_faces"] == 60 and len(out["timeline"]) == 75
+    assert all(names == [] for names in out["timeline"][20:25] + out["timeline"][70:75])  # the empty frames
+    most_seen = sorted(out["seen"], key=out["seen"].get, reverse=True)[:3]
+    assert set(most_seen) == {"person-01", "person-03", "person-04"}, out["seen"]
+    assert out["saved"] == str(video) and [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    written = cv2.VideoCapture(str(video))
+    frames = []
+    while (frame := written.read())[0]:
+        frames.append(frame[1])
+    assert len(frames) == 75 and frames[0].shape == (240, 320, 3)
+
+    assert main(["live", str(bundle), "--camera", str(feed), "--max-frames", "3"]) == 0
+    assert capsys.readouterr().out.startswith("3 frames, 3 with a face")
+    assert main(["live", str(bundle), "--camera", str(feed), "--out", str(tmp_path / "x.gif")]) == 2
+    assert "must end in .mp4 or .avi" in capsys.readouterr().err
+    not_video = tmp_path / "notes.txt"
+    not_video.write_text("not a video")
+    assert main(["live", str(bundle), "--camera", str(not_video), "--out", str(tmp_path / "y.mp4")]) == 2
+    assert "notes.txt" in capsys.readouterr().err and not (tmp_path / "y.mp4").exists()
