@@ -282,6 +282,11 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=300, help="give up after this many frames (default 300)")
 
 
+def _camera_source(text: str) -> int | str:
+    """`--camera`: a camera index ("0") or a video file's path."""
+    return int(text) if text.isdigit() else text
+
+
 def _capture_run(args: argparse.Namespace) -> int:
     """Collect face crops of one person from a camera or video into a data folder (one sub-folder per person)."""
     from facelab.enrol import EnrolConfig, FaceCollection, capture_from_video
@@ -289,7 +294,7 @@ def _capture_run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.every < 1 or args.max_frames < 1:
         raise BadInputError("--n, --every and --max-frames must be at least 1")
     config = EnrolConfig(n_faces=args.n, every=args.every)
-    source = int(args.camera) if args.camera.isdigit() else args.camera
+    source = _camera_source(args.camera)
     capture = capture_from_video(source, config, args.max_frames)
     why = capture.refused_text()
     if capture.count < config.min_faces:
@@ -417,7 +422,7 @@ def _live_run(args: argparse.Namespace) -> int:
     if args.max_frames < 1:
         raise BadInputError("--max-frames must be at least 1")
     model = load_model(args.bundle)
-    source = int(args.camera) if args.camera.isdigit() else args.camera
+    source = _camera_source(args.camera)
     report = identify_video(model.recognizer(args.threshold), source, args.max_frames, args.out, Path(args.bundle).name)
     if args.json:
         print(json.dumps({"model": str(args.bundle), "kind": model.kind, **report.as_dict()}, indent=2))
