@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -551,8 +552,6 @@ def identify_video(
 ) -> VideoReport:
     """Run the live pipeline over a camera or video file (until its end, `max_frames`, or Ctrl-C) and report
     the names shown; with `out` (.mp4 or .avi) the annotated frames are written there, atomically."""
-    from pathlib import Path
-
     target = Path(out) if out is not None else None
     if target is not None and target.suffix.lower() not in VIDEO_CODECS:
         raise BadInputError(f"{target}: the annotated video must end in {' or '.join(VIDEO_CODECS)}")
