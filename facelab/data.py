@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -135,6 +136,16 @@ def split_dataset(ds: FaceDataset, train_per_person: int = 5, val_per_person: in
 # ---------------------------------------------------------------------------------------------- specs
 
 NAMED_SOURCES = ("synthetic", "olivetti", "lfw")
+
+
+def load_upload(name: str, data: bytes, image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:
+    """An uploaded .zip or .csv (its bytes), written to a temporary file and loaded like a path."""
+    # Named after the upload, so messages and the data source name the user's file, not a temp name.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".") or "upload"
+    with tempfile.TemporaryDirectory(prefix="facelab-upload-") as tmp:
+        path = Path(tmp) / safe
+        path.write_bytes(data)
+        return load_dataset(str(path), image_size=image_size, progress=progress)
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:

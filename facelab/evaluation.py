@@ -75,3 +75,18 @@ def _timed(fn: Callable[[np.ndarray], object], faces: np.ndarray) -> float:
     start = time.perf_counter()
     fn(faces)
     return time.perf_counter() - start
+
+
+HEADLINE = {"accuracy": "test accuracy", "top5": "top-5", "recon_psnr": "PSNR (dB)", "recon_mse": "MSE",
+            "infer_ms_per_face": "ms / face"}
+
+
+def headline_metrics(metrics: dict) -> list[tuple[str, str]]:
+    """(label, formatted value) for the headline numbers an evaluation has, in a fixed order."""
+    shown = []
+    for key, label in HEADLINE.items():
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            text = f"{value:.1%}" if key in ("accuracy", "top5") else f"{value:.4g}" if key == "recon_mse" else f"{value:.2f}"
+            shown.append((label, text))
+    return shown

@@ -54,6 +54,14 @@ class Calibration:
             text += f" and named {self.tar:.0%} of {self.genuine} validation faces of known people"
         return text + "."
 
+    def few_known_advice(self, kind: str) -> str:
+        """What to do when the threshold turns most known faces away (`names_few_known`), for a model `kind`."""
+        better = ("train it for more epochs" if kind == "ae-metric" else
+                  "train `ae-metric`, whose codes are trained to separate people")
+        return (f"At its calibrated threshold this model names only {self.tar:.0%} of known people's faces: its codes "
+                "barely tell people apart. Raise the distance above to name more faces (and accept more strangers), "
+                f"or {better}.")
+
     @property
     def names_few_known(self) -> bool:
         """True when the calibrated threshold turns most known people's faces away (codes that barely separate people)."""

@@ -72,6 +72,10 @@ class TrainingJob:
         """The trained model once the job has finished without error, else None."""
         return self.model if self.finished is not None and self.error is None else None
 
+    def final_history(self) -> dict[str, list[float]]:
+        """The trained model's history (with its end-of-training entries), else what the job recorded."""
+        return dict(getattr(self.model, "history_", None) or self.snapshot()[1])
+
     def snapshot(self) -> tuple[Any, dict[str, list[float]]]:
         """The latest progress and a copy of the history so far."""
         with self._lock:
@@ -93,3 +97,11 @@ class TrainingJob:
             self.error = f"training failed: {type(err).__name__}: {err}"
         finally:
             self.finished = time.time()
+
+
+def format_seconds(seconds: float | None) -> str:
+    """"42 s" or "3:05" for a duration; "..." while it is not known yet."""
+    if seconds is None:
+        return "..."
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"

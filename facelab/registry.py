@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,15 @@ class ConfigField:
     choices: tuple | None = None
     log: bool = False  # a slider on a log scale (learning rates)
 
+    def log_options(self, current: float) -> list[float]:
+        """Values 1-2-5 per decade within [min, max], and `current`: a log-scale slider's stops."""
+        steps = sorted({float(f"{m * 10.0**e:.1g}") for e in range(-8, 3) for m in (1, 2, 5)} | {float(current)})
+        return [v for v in steps if self.min <= v <= self.max or v == current]
+
+    def slider_step(self) -> float:
+        """About a hundred steps over [min, max], rounded to a power of ten."""
+        return 10.0 ** math.floor(math.log10(max(self.max - self.min, 1e-9) / 100))
+
 
 def _check_kind(kind: str) -> tuple[str, str, str]:
     if kind not in _IMPLEMENTATIONS:
@@ -65,6 +75,16 @@ def _module(kind: str):
         if err.name == module_name:
             raise FaceLabError(f"model kind {kind!r} is not available in this FaceLab ({module_name} is missing)") from None
         raise
+
+
+def is_autoencoder(model: Any) -> bool:
+    """True for the autoencoder kinds (they identify through a gallery of codes)."""
+    return str(getattr(model, "kind", "")).startswith("ae-")
+
+
+def is_classifier(model: Any) -> bool:
+    """True for models that name faces with a softmax (the GRU classifiers)."""
+    return hasattr(model, "predict_proba")
 
 
 def config_class(kind: str) -> type:

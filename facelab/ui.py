@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import tempfile
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,8 @@ import numpy as np
 import streamlit as st
 
 from facelab.errors import FaceLabError
-from facelab.jobs import TrainingJob
+from facelab.jobs import TrainingJob, format_seconds
+from facelab.registry import is_classifier
 from facelab.storage import default_model_dir, free_bundle_name
 
 log = logging.getLogger(__name__)
@@ -139,14 +137,6 @@ def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str 
     return found
 
 
-def is_autoencoder(model: Any) -> bool:
-    return str(getattr(model, "kind", "")).startswith("ae-")
-
-
-def is_classifier(model: Any) -> bool:
-    return hasattr(model, "predict_proba")
-
-
 def pick_model(label: str, candidates: dict[str, Any], key: str) -> tuple[str, Any]:
     """A select over `candidates`, starting on the active model when it is one of them."""
     names = list(candidates)
@@ -175,15 +165,10 @@ def load_spec(spec: str, _progress: Callable[[float, str], None] | None = None):
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def load_upload(name: str, data: bytes, _progress: Callable[[float, str], None] | None = None):
-    """An uploaded .zip or .csv, written to a temporary file and loaded like a path; cached by content."""
-    from facelab.data import load_dataset
+    """`facelab.data.load_upload`, cached by content."""
+    from facelab.data import load_upload as load
 
-    # Named after the upload, so messages and the data source name the user's file, not a temp name.
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".") or "upload"
-    with tempfile.TemporaryDirectory(prefix="facelab-upload-") as tmp:
-        path = Path(tmp) / safe
-        path.write_bytes(data)
-        return load_dataset(str(path), progress=_progress)
+    return load(name, data, progress=_progress)
 
 
 def load_with_progress(loader: Callable[..., Any], *args: Any):
@@ -262,10 +247,10 @@ def _field_widget(spec: Any, current: Any, key: str) -> Any:
     if spec.type is float:
         if spec.log and lo and hi:
             # Learning rates and the like: steps of 1-2-5 per decade read better than a linear slider.
-            return float(st.select_slider(label, options=_log_steps(float(lo), float(hi), float(current)),
+            return float(st.select_slider(label, options=spec.log_options(float(current)),
                                           value=float(current), key=key, help=help_, format_func=lambda v: f"{v:g}"))
         if lo is not None and hi is not None:
-            return float(st.slider(label, float(lo), float(hi), float(current), step=_step(float(lo), float(hi)),
+            return float(st.slider(label, float(lo), float(hi), float(current), step=spec.slider_step(),
                                    key=key, help=help_))
         return float(st.number_input(label, value=float(current), key=key, help=help_, format="%g"))
     if spec.type is tuple or isinstance(current, tuple):
@@ -277,16 +262,6 @@ def _field_widget(spec: Any, current: Any, key: str) -> Any:
             st.warning(f"{label}: expected comma-separated {kind.__name__} values; kept {current}")
             return current
     return st.text_input(label, "" if current is None else str(current), key=key, help=help_)
-
-
-def _log_steps(lo: float, hi: float, current: float) -> list[float]:
-    steps = sorted({float(f"{m * 10.0**e:.1g}") for e in range(-8, 3) for m in (1, 2, 5)} | {float(current)})
-    return [v for v in steps if lo <= v <= hi or v == current]
-
-
-def _step(lo: float, hi: float) -> float:
-    """About a hundred steps over the range, rounded to a power of ten."""
-    return 10.0 ** math.floor(math.log10(max(hi - lo, 1e-9) / 100))
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -333,17 +308,6 @@ def collect_finished() -> None:
         collect(job)
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "..."
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
-
-
-def _history_of(job: TrainingJob) -> dict[str, list[float]]:
-    return dict(getattr(job.model, "history_", None) or job.snapshot()[1])
-
-
 def training_section(kind: str, ds: Any, key: str, page: str) -> None:
     """The body both train pages share: a widget per config field of `kind`, the split, the training panel."""
     from facelab import registry
@@ -380,11 +344,7 @@ def recognizer_with_threshold(model: Any, key: str) -> Any:
         if calibration is not None:
             st.caption(calibration.describe())
             if calibration.names_few_known:
-                better = ("train it for more epochs" if getattr(model, "kind", "") == "ae-metric" else
-                          "train `ae-metric`, whose codes are trained to separate people")
-                st.warning(f"At its calibrated threshold this model names only {calibration.tar:.0%} of known people's "
-                           "faces: its codes barely tell people apart. Raise the distance above to name more faces "
-                           f"(and accept more strangers), or {better}.")
+                st.warning(calibration.few_known_advice(getattr(model, "kind", "")))
     return model.recognizer(threshold)
 
 
@@ -428,7 +388,7 @@ def _live(job: TrainingJob) -> None:
         st.progress(0.0, text=f"Preparing {job.name} (loading Keras, building the model)...")
     else:
         text = (f"epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches} · "
-                f"{_fmt_s(progress.elapsed_s)} elapsed · {_fmt_s(progress.eta_s)} left")
+                f"{format_seconds(progress.elapsed_s)} elapsed · {format_seconds(progress.eta_s)} left")
         st.progress(progress.fraction, text=text)
     if job.stop.requested:
         st.caption("Stopping after this batch; the best weights so far are kept.")
@@ -442,13 +402,13 @@ def _live(job: TrainingJob) -> None:
 def _result(job: TrainingJob) -> None:
     from facelab import plots
 
-    history = _history_of(job)
+    history = job.final_history()
     if job.error:
         st.error(job.error, icon=":material/error:")
     else:
         epochs = len(next(iter(history.values()), []))
         how = "stopped" if job.stop.requested else "finished"
-        st.success(f"{job.name}: {how} after {epochs} epoch(s) in {_fmt_s(job.finished - job.started)}; "
+        st.success(f"{job.name}: {how} after {epochs} epoch(s) in {format_seconds(job.finished - job.started)}; "
                    f"saved to {job.path}", icon=":material/check_circle:")
         metrics = getattr(job.model, "metrics_", None) or {}
         show_metrics(metrics)
@@ -458,22 +418,13 @@ def _result(job: TrainingJob) -> None:
 
 def show_metrics(metrics: dict) -> None:
     """The headline numbers of an evaluation as metric tiles."""
-    labels = {"accuracy": "test accuracy", "top5": "top-5", "recon_psnr": "PSNR (dB)", "recon_mse": "MSE",
-              "infer_ms_per_face": "ms / face"}
-    shown = [(labels[k], metrics[k]) for k in labels if isinstance(metrics.get(k), (int, float))]
+    from facelab.evaluation import headline_metrics  # scikit-learn: loaded by the pages that show metrics
+
+    shown = headline_metrics(metrics)
     if not shown:
         return
-    cols = st.columns(len(shown))
-    for col, (label, value) in zip(cols, shown):
-        text = f"{value:.1%}" if label in ("test accuracy", "top-5") else f"{value:.4g}" if label == "MSE" else f"{value:.2f}"
+    for col, (label, text) in zip(st.columns(len(shown)), shown):
         col.metric(label, text)
-
-
-def saved_at(path: Path) -> str:
-    try:
-        return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    except OSError:
-        return ""
 
 
 # ------------------------------------------------------------------------------ webcam face crops

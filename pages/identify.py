@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facelab import plots, ui
+from facelab import plots, registry, ui
 from facelab.enrol import EnrolConfig
 from facelab.errors import FaceLabError
 from facelab.images import read_image
@@ -14,7 +14,7 @@ from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image
 st.title("Identify")
 candidates = ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
 name, model = ui.pick_model("Model that answers", candidates, key="identify.model")
-kind = "autoencoder gallery (nearest codes)" if ui.is_autoencoder(model) else "GRU classifier (softmax)"
+kind = "autoencoder gallery (nearest codes)" if registry.is_autoencoder(model) else "GRU classifier (softmax)"
 st.caption(f"{name}: {kind}, {len(model.names_)} people.")
 
 recognizer = ui.recognizer_with_threshold(model, key=f"identify.threshold.{name}")
@@ -53,6 +53,6 @@ for photo in photos or []:
 
 if unknown_faces:
     how = (f"add them to this model's gallery from {EnrolConfig().min_faces} or more photos or the webcam, no retraining"
-           if ui.is_autoencoder(model) else "retrain this classifier with them from photos or the webcam")
+           if registry.is_autoencoder(model) else "retrain this classifier with them from photos or the webcam")
     st.info(f"{unknown_faces} face(s) unknown to {name}. Someone who should be known? On the Live page you can {how}.")
     st.page_link(ui.PAGE_LIVE, label="Add a person (Live)", icon=":material/person_add:")

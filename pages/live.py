@@ -129,8 +129,8 @@ else:
 
 # ------------------------------------------------------------------------------------ enrolment
 st.subheader("Add a person")
-gallery_model = ui.is_autoencoder(model)
-classifiers = {n: m for n, m in ui.models().items() if ui.is_classifier(m)}
+gallery_model = registry.is_autoencoder(model)
+classifiers = {n: m for n, m in ui.models().items() if registry.is_classifier(m)}
 st.caption(
     "An autoencoder's gallery takes a new person at once, without retraining; a GRU classifier can be "
     "fine-tuned on its data set plus the new person in the background, starting from its weights (a new model, "

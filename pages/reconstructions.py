@@ -3,11 +3,11 @@
 import numpy as np
 import streamlit as st
 
-from facelab import plots, reconstruction, ui
+from facelab import plots, reconstruction, registry, ui
 from facelab.errors import FaceLabError
 
 st.title("Reconstructions")
-autoencoders = ui.require_models(ui.is_autoencoder, "autoencoder")
+autoencoders = ui.require_models(registry.is_autoencoder, "autoencoder")
 name, model = ui.pick_model("Autoencoder", autoencoders, key="recon.model")
 ds = ui.require_dataset()
 

@@ -49,3 +49,20 @@ def test_every_command_prints_its_help(command, capsys):
         main([command, "--help"])
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_the_library_and_cli_work_without_streamlit():
+    # Only facelab.ui (the pages' shared widgets) may import Streamlit.
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "sys.modules['streamlit'] = None\n"
+        "import facelab\n"
+        "skip = {'facelab.ui', 'facelab.__main__'}\n"
+        "mods = [m.name for m in pkgutil.walk_packages(facelab.__path__, 'facelab.') if m.name not in skip]\n"
+        "[importlib.import_module(m) for m in mods]\n"
+        "from facelab.cli import main\n"
+        "sys.exit(main(['data', 'synthetic', '--json']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"images": 240' in done.stdout

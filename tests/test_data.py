@@ -18,6 +18,7 @@ from facelab.data import (
     load_lfw,
     load_olivetti,
     load_synthetic,
+    load_upload,
     parse_spec,
     split_dataset,
 )
@@ -255,3 +256,9 @@ def test_spec_parsing():
 def test_missing_folder():
     with pytest.raises(BadInputError, match="no such folder"):
         load_dataset(os.path.join("does", "not", "exist"))
+
+
+def test_an_uploaded_csv_loads_under_its_own_name(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    ds = load_upload("../my fer.csv", _fer_csv(faces).encode())
+    assert len(ds.images) > 0 and "my_fer.csv" in ds.source and ".." not in ds.source

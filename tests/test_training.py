@@ -151,3 +151,20 @@ def test_config_fields_and_replace():
         replace_config(TrainConfig(), epoch=5)
     with pytest.raises(BadInputError, match="outside"):
         replace_config(TrainConfig(), epochs=0)
+
+
+def test_durations_and_headline_metrics_read_as_the_pages_show_them():
+    from facelab.evaluation import headline_metrics
+    from facelab.jobs import format_seconds
+
+    assert [format_seconds(s) for s in (None, 42.4, 185)] == ["...", "42 s", "3:05"]
+    assert headline_metrics({"accuracy": 0.9767, "recon_mse": 0.012345, "recon_psnr": 24.71, "other": 1}) == [
+        ("test accuracy", "97.7%"), ("PSNR (dB)", "24.71"), ("MSE", "0.01235")]
+
+
+def test_slider_stops_of_a_config_field():
+    from facelab.registry import ConfigField
+
+    lr = ConfigField("learning_rate", ("learning_rate",), float, 1e-3, min=1e-4, max=1e-2, log=True)
+    assert lr.log_options(0.003) == [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 0.003, 5e-3, 1e-2]
+    assert ConfigField("dropout", ("dropout",), float, 0.3, min=0.0, max=0.9).slider_step() == 0.001
