@@ -145,6 +145,7 @@ class FaceAutoencoder:
         self.calibration_people_: list[str] = []  # kept out of training to calibrate the threshold
         self.history_: dict[str, list[float]] = {}
         self.metrics_: dict[str, Any] = {}
+        self.test_predictions_: list[str] = []  # nearest person of each face of the last `evaluate`
         self.data_source_: str = ""
         self.keras_model_ = None
         self.gallery_: Gallery | None = None
@@ -244,6 +245,7 @@ class FaceAutoencoder:
         self.best_epoch_ = result.best_epoch
         self.stopped_ = result.stopped
         self.data_source_ = train.source
+        self.metrics_, self.test_predictions_ = {}, []  # a new model: earlier test results no longer hold
 
         self.gallery_ = self.new_gallery()
         self.enrol_dataset(train)
@@ -301,8 +303,7 @@ class FaceAutoencoder:
         gallery = self._need_gallery()
         far = self.config.far if far is None else far
         if len(ds.images) and (len(gallery) > 1 or any(n not in gallery for n in ds.names)):
-            names = [ds.names[i] for i in ds.labels]
-            cal = gallery.calibrate_codes(self.embed(ds.images), names, far, impostors=impostors)
+            cal = gallery.calibrate_codes(self.embed(ds.images), ds.face_names, far, impostors=impostors)
             return cal.as_dict()
         log.warning("no faces to calibrate the unknown-face threshold; every face will be named")
         return {}
@@ -363,7 +364,8 @@ class FaceAutoencoder:
     def evaluate(self, test: FaceDataset) -> dict[str, Any]:
         """Gallery identification of test faces: accuracy, top5, confusion and per_person over enrolled people
         (nearest person, threshold ignored), open-set rates at the calibrated threshold (tar; far and
-        unknown_share for faces of people not enrolled), speed, and recon_mse, recon_psnr, recon_ssim."""
+        unknown_share for faces of people not enrolled), speed, and recon_mse, recon_psnr, recon_ssim.
+        `test_predictions_` keeps the nearest person of every test face."""
         gallery = self._need_gallery()
         if len(test.images) == 0:
             raise FaceLabError("cannot evaluate: the test split has no faces")
@@ -372,7 +374,7 @@ class FaceAutoencoder:
         faces = self._faces(test.images)
         codes = self.embed(faces)
         people, dist = gallery.distances(codes)
-        truth = [test.names[i] for i in test.labels]
+        truth = test.face_names
         # Closed-set scores cover the faces of enrolled people; everyone else is measured open-set below.
         index = {n: j for j, n in enumerate(people)}
         enrolled = np.array([n in index for n in truth], bool)
@@ -394,6 +396,7 @@ class FaceAutoencoder:
             confusion_names=list(people), gallery_people=len(gallery), not_enrolled_faces=int((~enrolled).sum()),
         )
         self.metrics_ = metrics
+        self.test_predictions_ = [people[j] for j in dist.argmin(axis=1)]
         return metrics
 
     # ------------------------------------------------------------------------------------ saving

@@ -238,6 +238,7 @@ class FaceClassifier:
         self.data_source_ = train.source
         self.n_train_ = int(len(train.images))
         self.metrics_: dict = {}
+        self.test_predictions_: list[str] = []
         self._ready()
         return self
 
@@ -291,16 +292,19 @@ class FaceClassifier:
 
     # ---------------------------------------------------------------------------------- evaluation
     def evaluate(self, test: FaceDataset) -> dict:
-        """Accuracy, top5, confusion, per_person, infer_ms_per_face (and one-face latency) on a test set."""
+        """Accuracy, top5, confusion, per_person, infer_ms_per_face (and one-face latency) on a test set;
+        `test_predictions_` keeps the most probable person of each test face."""
         from facelab.evaluation import score_metrics, time_per_face
 
         self._check_fitted()
         if list(test.names) != self.names_:
             raise FaceLabError("the test set's people differ from the ones this model was trained on")
         faces = self._faces(test.images)
-        metrics = score_metrics(test.labels, self.predict_proba(faces), self.names_)
+        probs = self.predict_proba(faces)
+        metrics = score_metrics(test.labels, probs, self.names_)
         metrics.update(time_per_face(self.predict_proba, faces))
         self.metrics_ = metrics
+        self.test_predictions_ = [self.names_[j] for j in probs.argmax(axis=1)]
         return metrics
 
     # ----------------------------------------------------------------------------------- save/load
@@ -353,6 +357,7 @@ class FaceClassifier:
         self.n_train_ = training.get("n_train", 0)
         self.data_source_ = meta.get("data_source", "")
         self.metrics_ = meta.get("metrics") or {}
+        self.test_predictions_ = []
         self._ready()
         return self
 

@@ -72,6 +72,11 @@ class FaceDataset:
         return len(self.names)
 
     @property
+    def face_names(self) -> list[str]:
+        """Who each image shows, by name."""
+        return [self.names[i] for i in self.labels]
+
+    @property
     def is_synthetic(self) -> bool:
         return self.source.startswith("synthetic")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
@@ -55,6 +56,28 @@ def name_metrics(true_names: Sequence[str], answers: Sequence[str], names: Seque
     out = label_metrics(labels, predicted, names)
     out["unknown_rate"] = float(np.mean([a == unknown for a in answers])) if len(answers) else 0.0
     return out
+
+
+@dataclass(frozen=True)
+class Misclassified:
+    """The test faces a model named wrongly: the first few of them with "true → predicted" captions."""
+
+    faces: np.ndarray  # (M, S, S), M <= the limit given to `misclassified`
+    captions: list[str]
+    count: int  # all wrongly named faces
+    total: int  # all test faces
+
+
+def misclassified(faces: np.ndarray, true_names: Sequence[str], predicted: Sequence[str],
+                  limit: int = 48) -> Misclassified:
+    """The faces whose predicted name differs from the true one, the first `limit` kept (so a large test set
+    does not stay in memory)."""
+    if len(true_names) != len(predicted) or len(faces) != len(predicted):
+        raise FaceLabError(f"{len(faces)} faces, {len(true_names)} true names and {len(predicted)} predictions")
+    wrong = [i for i, (t, p) in enumerate(zip(true_names, predicted)) if t != p]
+    shown = wrong[:limit]
+    return Misclassified(faces=np.asarray(faces)[shown], captions=[f"{true_names[i]} → {predicted[i]}" for i in shown],
+                         count=len(wrong), total=len(predicted))
 
 
 def time_per_face(fn: Callable[[np.ndarray], object], faces: np.ndarray, repeats: int = 3) -> dict:

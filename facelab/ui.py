@@ -55,6 +55,7 @@ MODEL_PATHS = "facelab_model_paths"  # dict: name -> bundle path it was saved to
 ACTIVE_MODEL = "facelab_active_model"  # name of the model the result pages show first
 JOBS = "facelab_jobs"  # dict: train page ("gru" / "autoencoder") -> TrainingJob
 MODEL_DIR = "facelab_model_dir"  # sidebar text input: where bundles are saved
+EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Misclassified of its last test
 DONE_MESSAGE = "facelab_done_message"  # (place, text) shown by the next run: see `rerun_with_message`
 
 PAGE_DATA = "pages/data.py"
@@ -82,6 +83,7 @@ def model_paths() -> dict[str, Path]:
 def add_model(name: str, model: Any, path: Path | None = None, activate: bool = True) -> None:
     """Put a model in the session (replacing one of the same name) and make it the active one."""
     models()[name] = model
+    st.session_state.get(EVALUATIONS, {}).pop(name, None)  # the faces the replaced model got wrong
     if path is not None:
         model_paths()[name] = Path(path)
     if activate:
@@ -124,15 +126,17 @@ def require_dataset():
     return ds
 
 
-def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str = "model") -> dict[str, Any]:
-    """The session's models that satisfy `predicate`; with none, a hint and the page stops here."""
+def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str = "model",
+                   train_pages: tuple[str, ...] = (PAGE_TRAIN_GRU, PAGE_TRAIN_AE)) -> dict[str, Any]:
+    """The session's models that satisfy `predicate`; with none, a hint (links to the `train_pages` that make
+    such a model, and to Models) and the page stops here."""
     found = {name: m for name, m in models().items() if predicate(m)}
     if not found:
         st.info(f"No {what} in this session yet. Train one, or load a saved bundle on the Models page.")
-        cols = st.columns(3)
-        cols[0].page_link(PAGE_TRAIN_GRU, label="Train GRU", icon=":material/model_training:")
-        cols[1].page_link(PAGE_TRAIN_AE, label="Train autoencoder", icon=":material/model_training:")
-        cols[2].page_link(PAGE_MODELS, label="Models", icon=":material/inventory_2:")
+        labels = {PAGE_TRAIN_GRU: "Train GRU", PAGE_TRAIN_AE: "Train autoencoder", PAGE_MODELS: "Models"}
+        for col, page in zip(st.columns(3), (*train_pages, PAGE_MODELS)):
+            icon = ":material/inventory_2:" if page == PAGE_MODELS else ":material/model_training:"
+            col.page_link(page, label=labels[page], icon=icon)
         st.stop()
     return found
 
@@ -274,12 +278,21 @@ def running_jobs() -> list[TrainingJob]:
 
 
 def collect(job: TrainingJob) -> None:
-    """Move a finished job's model into the session once."""
+    """Move a finished job's model (and the test faces it got wrong) into the session once."""
     if job.running or job.collected:
         return
     job.collected = True
     if job.error is None:
         add_model(job.name, job.model, job.path)
+        if getattr(job.model, "test_predictions_", None):
+            remember_misclassified(job.name, job.split.test, job.model.test_predictions_)
+
+
+def remember_misclassified(name: str, test: Any, predicted: list[str]) -> None:
+    """Keep what model `name` got wrong on `test` for the Evaluate page."""
+    from facelab.evaluation import misclassified
+
+    st.session_state.setdefault(EVALUATIONS, {})[name] = misclassified(test.images, test.face_names, predicted)
 
 
 def split_form(ds: Any, key: str) -> Callable[[], Any]:

@@ -9,7 +9,6 @@ from facelab.errors import FaceLabError
 st.title("Evaluate")
 session = ui.require_models()
 name, model = ui.pick_model("Model", session, key="evaluate.model")
-evaluations = st.session_state.setdefault("facelab_evaluations", {})  # name -> (test set, predicted names)
 
 ds = ui.dataset()
 if ds is not None:
@@ -23,9 +22,7 @@ if ds is not None:
                 with st.spinner(f"Evaluating {name}..."):
                     test = make_split().test
                     model.evaluate(test)
-                    answers = model.recognizer().identify(test.images)
-                # The top candidate, whatever the unknown threshold: closed-set identification.
-                evaluations[name] = (test, [a.top[0][0] for a in answers])
+                ui.remember_misclassified(name, test, model.test_predictions_)
             except FaceLabError as err:
                 ui.show_error(err)
 
@@ -41,15 +38,13 @@ else:
     if metrics.get("per_person"):
         right.plotly_chart(plots.per_person_bar(metrics["per_person"]), key="evaluate.per_person")
 
-if name in evaluations:
-    test, predicted = evaluations[name]
-    truth = [test.names[i] for i in test.labels]
-    wrong = [i for i, (t, p) in enumerate(zip(truth, predicted)) if t != p]
-    st.subheader(f"Misclassified: {len(wrong)} of {len(truth)} test faces")
-    if wrong:
-        shown = wrong[:48]
-        st.plotly_chart(plots.face_grid(test.images[shown], [f"{truth[i]} → {predicted[i]}" for i in shown], cols=8),
-                        key="evaluate.wrong")
+wrong = st.session_state.get(ui.EVALUATIONS, {}).get(name)
+if wrong is not None:
+    st.subheader(f"Misclassified: {wrong.count} of {wrong.total} test faces")
+    if wrong.count > len(wrong.faces):
+        st.caption(f"The first {len(wrong.faces)} are shown.")
+    if wrong.count:
+        st.plotly_chart(plots.face_grid(wrong.faces, wrong.captions, cols=8), key="evaluate.wrong")
 
 st.subheader("All models in this session")
 rows = [{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),

@@ -7,7 +7,7 @@ from facelab import plots, reconstruction, registry, ui
 from facelab.errors import FaceLabError
 
 st.title("Reconstructions")
-autoencoders = ui.require_models(registry.is_autoencoder, "autoencoder")
+autoencoders = ui.require_models(registry.is_autoencoder, "autoencoder", train_pages=(ui.PAGE_TRAIN_AE,))
 name, model = ui.pick_model("Autoencoder", autoencoders, key="recon.model")
 ds = ui.require_dataset()
 

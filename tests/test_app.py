@@ -95,6 +95,10 @@ def test_every_page_renders_from_a_fresh_session():
         for page in PAGES:
             at = go(new_app(), page)
             assert at.title or at.info, page
+    # Without a model, a page links only to the train pages that make the kind it needs.
+    links = lambda at: [p.proto.label for p in at.get("page_link")]  # noqa: E731
+    assert links(go(new_app(), "pages/reconstructions.py")) == ["Train autoencoder", "Models"]
+    assert links(go(new_app(), "pages/evaluate.py")) == ["Train GRU", "Train autoencoder", "Models"]
 
 
 def test_data_page_loads_sources_and_lists_problems(tmp_path):
@@ -157,6 +161,9 @@ def test_training_two_epochs_fills_curves_and_session():
     assert at.get("plotly_chart")  # the curves
     assert "finished after 2 epoch(s)" in at.success[0].value
     assert (job.path / "meta.json").is_file()  # saved at once
+    go(at, "pages/evaluate.py")  # the faces the new model got wrong, without evaluating again
+    wrong = round((1 - model.metrics_["accuracy"]) * len(job.split.test.images))
+    assert f"Misclassified: {wrong} of {len(job.split.test.images)} test faces" in [s.value for s in at.subheader]
 
 
 def test_stop_ends_training_and_keeps_the_model():

@@ -120,6 +120,8 @@ def test_evaluate_reports_identification_and_reconstruction(trained, split):
     assert np.array(metrics["confusion"]).shape == (KNOWN, KNOWN)
     assert np.array(metrics["confusion"]).sum() == len(_known(split.test).images)
     assert metrics["recon_psnr"] > 15 and trained.metrics_ is metrics
+    right = np.equal(trained.test_predictions_, _known(split.test).face_names)
+    assert right.mean() == pytest.approx(metrics["accuracy"])
     cal = trained.gallery_.calibration
     assert cal is not None and cal.impostors == 5 * len(trained.calibration_people_) and cal.far <= 0.01
     json.dumps(metrics)  # JSON-ready

@@ -46,6 +46,8 @@ def test_cnn_gru_learns_and_evaluates(trained, split):
     assert len(metrics["per_person"]) == 40
     assert metrics["infer_ms_per_face"] > 0 and metrics["latency_ms_one_face"] > 0
     assert clf.metrics_ is metrics
+    right = np.equal(clf.test_predictions_, split.test.face_names)  # the Evaluate page's misclassified faces
+    assert right.mean() == pytest.approx(metrics["accuracy"])
 
 
 def test_probabilities_embeddings_and_recognizer(trained, split):

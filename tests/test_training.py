@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from facelab.errors import FaceLabError
 from facelab.registry import config_fields, replace_config
 from facelab.training import StopRequest, TrainConfig, TrainingError, TrainingProgress, fit_keras, seed_everything
 
@@ -160,6 +161,19 @@ def test_durations_and_headline_metrics_read_as_the_pages_show_them():
     assert [format_seconds(s) for s in (None, 42.4, 185)] == ["...", "42 s", "3:05"]
     assert headline_metrics({"accuracy": 0.9767, "recon_mse": 0.012345, "recon_psnr": 24.71, "other": 1}) == [
         ("test accuracy", "97.7%"), ("PSNR (dB)", "24.71"), ("MSE", "0.01235")]
+
+
+def test_misclassified_keeps_the_wrong_faces_with_captions():
+    from facelab.evaluation import misclassified
+
+    faces = np.arange(5 * 4, dtype=np.float32).reshape(5, 2, 2)
+    wrong = misclassified(faces, ["a", "a", "b", "b", "c"], ["a", "b", "a", "b", "a"], limit=2)
+    assert (wrong.count, wrong.total) == (3, 5)
+    assert wrong.captions == ["a → b", "b → a"]  # the first two of three, in test order
+    np.testing.assert_array_equal(wrong.faces, faces[[1, 2]])
+    assert misclassified(faces[:1], ["a"], ["a"]).count == 0
+    with pytest.raises(FaceLabError):
+        misclassified(faces, ["a"], ["a", "b"])
 
 
 def test_slider_stops_of_a_config_field():
