@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 
 from facelab.errors import FaceLabError
 
@@ -22,6 +21,8 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str], 
     Returns accuracy, top5 (top-k with k = min(5, people)), confusion (people x people list of lists,
     rows = true person), per_person ({name: accuracy}, people absent from `labels` left out) and n.
     """
+    from sklearn.metrics import top_k_accuracy_score  # here, not at the top: pages that only show labels stay light
+
     labels = np.asarray(labels, np.int64)
     scores = np.asarray(scores, np.float64)
     if len(labels) == 0:
@@ -38,6 +39,8 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str], 
 
 def label_metrics(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
     """accuracy, confusion, per_person and n from true and predicted label indices (-1 = unknown/none)."""
+    from sklearn.metrics import confusion_matrix
+
     labels = np.asarray(labels, np.int64)
     predicted = np.asarray(predicted, np.int64)
     people = np.arange(len(names))

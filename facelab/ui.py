@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from facelab.errors import FaceLabError
+from facelab.evaluation import HEADLINE, headline_metrics, misclassified
 from facelab.jobs import TrainingJob, format_seconds
 from facelab.registry import is_classifier
 from facelab.storage import default_model_dir, free_bundle_name
@@ -290,8 +292,6 @@ def collect(job: TrainingJob) -> None:
 
 def remember_misclassified(name: str, test: Any, predicted: list[str]) -> None:
     """Keep what model `name` got wrong on `test` for the Evaluate page."""
-    from facelab.evaluation import misclassified
-
     st.session_state.setdefault(EVALUATIONS, {})[name] = misclassified(test.images, test.face_names, predicted)
 
 
@@ -429,10 +429,15 @@ def _result(job: TrainingJob) -> None:
         st.plotly_chart(plots.training_curves(history, title=job.name), key=f"curves.{job.name}")
 
 
+def metrics_table(rows: list[dict]) -> None:
+    """A table of models whose metric columns carry `evaluation.HEADLINE` labels, formatted like the tiles."""
+    formats = {"accuracy": "percent", "top5": "percent", "recon_mse": "%.4g"}
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+        label: st.column_config.NumberColumn(format=formats.get(key, "%.2f")) for key, label in HEADLINE.items()})
+
+
 def show_metrics(metrics: dict) -> None:
     """The headline numbers of an evaluation as metric tiles."""
-    from facelab.evaluation import headline_metrics  # scikit-learn: loaded by the pages that show metrics
-
     shown = headline_metrics(metrics)
     if not shown:
         return

@@ -1,10 +1,10 @@
 """Evaluate: test accuracy, confusion, per-person accuracy, misclassified faces, every model compared."""
 
-import pandas as pd
 import streamlit as st
 
 from facelab import plots, ui
 from facelab.errors import FaceLabError
+from facelab.evaluation import HEADLINE
 
 st.title("Evaluate")
 session = ui.require_models()
@@ -47,10 +47,8 @@ if wrong is not None:
         st.plotly_chart(plots.face_grid(wrong.faces, wrong.captions, cols=8), key="evaluate.wrong")
 
 st.subheader("All models in this session")
-rows = [{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),
-         **{k: m.metrics_.get(k) for k in ("accuracy", "top5", "recon_psnr", "infer_ms_per_face")}}
-        for n, m in session.items()]
-st.dataframe(pd.DataFrame(rows), hide_index=True)
+ui.metrics_table([{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),
+                   **{label: m.metrics_.get(k) for k, label in HEADLINE.items()}} for n, m in session.items()])
 keys = sorted({k for m in session.values() for k in m.history_ if k not in ("seconds", "lr")})
 if keys:
     metric = st.selectbox("Curve", keys, index=keys.index("val_loss") if "val_loss" in keys else 0,

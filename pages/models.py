@@ -1,10 +1,10 @@
 """Models: bundles in the model folder (load, delete, download), upload a bundle, save session models."""
 
-import pandas as pd
 import streamlit as st
 
 from facelab import registry, storage, ui
 from facelab.errors import FaceLabError
+from facelab.evaluation import HEADLINE
 
 st.title("Models")
 folder = ui.model_dir()
@@ -21,11 +21,10 @@ bundles = storage.list_bundles(folder)
 if not bundles:
     st.info("No bundles in this folder yet. Train a model, or upload an exported bundle below.")
 else:
-    st.dataframe(pd.DataFrame([{
+    ui.metrics_table([{
         "name": b["name"], "kind": b["kind"], "created": b["created"][:19].replace("T", " "), "people": b["people"],
-        "accuracy": _metric(b["metrics"], "accuracy"), "top-5": _metric(b["metrics"], "top5"),
-        "PSNR (dB)": _metric(b["metrics"], "recon_psnr"), "data": b["data_source"],
-    } for b in bundles]), hide_index=True)
+        **{HEADLINE[k]: _metric(b["metrics"], k) for k in ("accuracy", "top5", "recon_psnr")}, "data": b["data_source"],
+    } for b in bundles])
     by_name = {b["name"]: b for b in bundles}
     chosen = st.selectbox("Bundle", list(by_name), key="models.bundle")
     path = by_name[chosen]["path"]
@@ -71,8 +70,8 @@ if not session:
     st.caption("No models in this session yet.")
 else:
     paths = ui.model_paths()
-    st.dataframe(pd.DataFrame([{"name": n, "kind": m.kind, "accuracy": _metric(m.metrics_, "accuracy"),
-                                "saved as": str(paths.get(n, ""))} for n, m in session.items()]), hide_index=True)
+    ui.metrics_table([{"name": n, "kind": m.kind, HEADLINE["accuracy"]: _metric(m.metrics_, "accuracy"),
+                       "saved as": str(paths.get(n, ""))} for n, m in session.items()])
     name = st.selectbox("Session model", list(session), key="models.session_model")
     if st.button("Save to the model folder", key="models.save", icon=":material/save:"):
         try:

@@ -256,6 +256,9 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     at.session_state[ui.MODELS] = {}  # a new session: nothing in memory
     at.run()
     assert at.selectbox(key="models.bundle").value == "olivetti-ae"
+    saved = at.dataframe[0].value.iloc[0]  # the bundle table shows the test figures it was saved with
+    assert saved["test accuracy"] == pytest.approx(model.metrics_["accuracy"], abs=1e-4)
+    assert saved["PSNR (dB)"] == pytest.approx(model.metrics_["recon_psnr"], abs=1e-4)
     at.button(key="models.load").click().run()
     assert not at.exception and not errors(at)
     loaded = at.session_state[ui.MODELS]["olivetti-ae"]
