@@ -94,6 +94,11 @@ class FaceDataset:
             paths=None if self.paths is None else [self.paths[i] for i in index],
         )
 
+    def sample(self, n: int, seed: int = 0) -> FaceDataset:
+        """At most `n` images drawn at random (seeded), in their original order."""
+        n = max(0, min(int(n), len(self.images)))
+        return self.subset(np.sort(np.random.default_rng(seed).choice(len(self.images), n, replace=False)))
+
     def summary(self) -> dict:
         """JSON-ready description: people, image count, image size, skipped files."""
         return {

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facelab.errors import FaceLabError
+from facelab.recognition import Identification
 
 
 def score_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str], k: int = 5) -> dict:
@@ -81,6 +82,37 @@ def misclassified(faces: np.ndarray, true_names: Sequence[str], predicted: Seque
     shown = wrong[:limit]
     return Misclassified(faces=np.asarray(faces)[shown], captions=[f"{true_names[i]} → {predicted[i]}" for i in shown],
                          count=len(wrong), total=len(predicted))
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """Answers for faces whose true names are known: a caption per face and the counts behind them."""
+
+    captions: list[str]
+    outcomes: list[str]  # per face: "right", "wrong" or "unknown" (a known person turned away)
+    right: int
+    wrong: int
+    unknown: int
+
+
+def check_answers(true_names: Sequence[str], answers: Sequence[Identification],
+                  known_people: Sequence[str]) -> AnswerCheck:
+    """Compare answers with the truth. A face of someone in `known_people` is right when named so; anyone
+    else's face is right when answered "unknown" and wrong when named."""
+    known = set(known_people)
+    captions, outcomes = [], []
+    for truth, answer in zip(true_names, answers, strict=True):
+        if not answer.known:
+            outcome = "unknown" if truth in known else "right"
+            captions.append(f"{truth}: unknown")
+        elif answer.name == truth:
+            outcome = "right"
+            captions.append(f"{truth} ✓ {answer.confidence:.2f}")
+        else:
+            outcome = "wrong"
+            captions.append(f"{truth} ✗ {answer.name}")
+        outcomes.append(outcome)
+    return AnswerCheck(captions, outcomes, outcomes.count("right"), outcomes.count("wrong"), outcomes.count("unknown"))
 
 
 def time_per_face(fn: Callable[[np.ndarray], object], faces: np.ndarray, repeats: int = 3) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+RIGHT, WRONG, UNSURE = "#16a34a", "#dc2626", "#6b7280"  # answer colours: named (rightly), wrong or unknown, unsure
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
            "#65a30d")
 _LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))
@@ -146,24 +147,26 @@ def _image_figure(img: np.ndarray, colorscale: str | None, zmax: float, height: 
     return fig
 
 
-def _caption(fig: go.Figure, captions: Sequence[str] | None, n: int, cols: int, side: int, pad: int) -> None:
+def _caption(fig: go.Figure, captions: Sequence[str] | None, n: int, cols: int, side: int, pad: int,
+             colors: Sequence[str] | None = None) -> None:
     for i, text in enumerate((captions or [])[:n]):
         r, c = divmod(i, cols)
+        color = colors[i] if colors is not None and i < len(colors) else "#111827"
         fig.add_annotation(x=c * (side + pad) + side / 2, y=r * (side + pad) + side - 2, text=str(text),
-                           showarrow=False, yanchor="bottom", font=dict(size=10, color="#111827"),
+                           showarrow=False, yanchor="bottom", font=dict(size=10, color=color),
                            bgcolor="rgba(255,255,255,0.75)")
 
 
 def face_grid(faces: np.ndarray, captions: Sequence[str] | None = None, cols: int = 8,
-              title: str | None = None) -> go.Figure:
-    """Faces in a grid with an optional caption on each (a name, a score)."""
+              title: str | None = None, colors: Sequence[str] | None = None) -> go.Figure:
+    """Faces in a grid with an optional caption on each (a name, a score), in `colors` if given."""
     faces = np.asarray(faces, dtype=np.float32)
     if faces.ndim != 3 or len(faces) == 0:
         raise ValueError(f"face_grid needs (N, S, S) faces with N >= 1; got shape {faces.shape}")
     cols = max(1, min(cols, len(faces)))
     pad = 2
     fig = _image_figure(mosaic(faces, cols, pad), None, 1.0, None)
-    _caption(fig, captions, len(faces), cols, faces.shape[1], pad)
+    _caption(fig, captions, len(faces), cols, faces.shape[1], pad, colors)
     fig.update_layout(title=title)
     return fig
 

@@ -58,6 +58,8 @@ ACTIVE_MODEL = "facelab_active_model"  # name of the model the result pages show
 JOBS = "facelab_jobs"  # dict: train page ("gru" / "autoencoder") -> TrainingJob
 MODEL_DIR = "facelab_model_dir"  # sidebar text input: where bundles are saved
 EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Misclassified of its last test
+TEST_FACES = "facelab_test_faces"  # dict: model name -> FaceDataset, a sample of its last test faces (Identify)
+TEST_SAMPLE = 200  # test faces kept per model: enough to try, small for a large test set
 DONE_MESSAGE = "facelab_done_message"  # (place, text) shown by the next run: see `rerun_with_message`
 
 PAGE_DATA = "pages/data.py"
@@ -85,7 +87,8 @@ def model_paths() -> dict[str, Path]:
 def add_model(name: str, model: Any, path: Path | None = None, activate: bool = True) -> None:
     """Put a model in the session (replacing one of the same name) and make it the active one."""
     models()[name] = model
-    st.session_state.get(EVALUATIONS, {}).pop(name, None)  # the faces the replaced model got wrong
+    for key in (EVALUATIONS, TEST_FACES):  # the replaced model's test results
+        st.session_state.get(key, {}).pop(name, None)
     if path is not None:
         model_paths()[name] = Path(path)
     if activate:
@@ -287,12 +290,18 @@ def collect(job: TrainingJob) -> None:
     if job.error is None:
         add_model(job.name, job.model, job.path)
         if getattr(job.model, "test_predictions_", None):
-            remember_misclassified(job.name, job.split.test, job.model.test_predictions_)
+            remember_test(job.name, job.split.test, job.model.test_predictions_)
 
 
-def remember_misclassified(name: str, test: Any, predicted: list[str]) -> None:
-    """Keep what model `name` got wrong on `test` for the Evaluate page."""
+def remember_test(name: str, test: Any, predicted: list[str]) -> None:
+    """Keep what model `name` got wrong on `test` (Evaluate) and a sample of the test faces to try (Identify)."""
     st.session_state.setdefault(EVALUATIONS, {})[name] = misclassified(test.images, test.face_names, predicted)
+    st.session_state.setdefault(TEST_FACES, {})[name] = test.sample(TEST_SAMPLE)
+
+
+def test_faces(name: str) -> Any:
+    """The sample of model `name`'s test faces kept by `remember_test`, or None."""
+    return st.session_state.get(TEST_FACES, {}).get(name)
 
 
 def split_form(ds: Any, key: str) -> Callable[[], Any]:

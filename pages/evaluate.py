@@ -22,7 +22,7 @@ if ds is not None:
                 with st.spinner(f"Evaluating {name}..."):
                     test = make_split().test
                     model.evaluate(test)
-                ui.remember_misclassified(name, test, model.test_predictions_)
+                ui.remember_test(name, test, model.test_predictions_)
             except FaceLabError as err:
                 ui.show_error(err)
 

@@ -1,4 +1,5 @@
-"""Identify: upload photos; every face is boxed and named (or "unknown") by the chosen model."""
+"""Identify: upload photos (every face is boxed and named, or "unknown", by the chosen model), or try the model's
+test faces."""
 
 
 import numpy as np
@@ -8,6 +9,7 @@ import streamlit as st
 from facelab import plots, registry, ui
 from facelab.enrol import EnrolConfig
 from facelab.errors import FaceLabError
+from facelab.evaluation import check_answers
 from facelab.images import read_image
 from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image
 
@@ -18,6 +20,29 @@ kind = "autoencoder gallery (nearest codes)" if registry.is_autoencoder(model) e
 st.caption(f"{name}: {kind}, {len(model.names_)} people.")
 
 recognizer = ui.recognizer_with_threshold(model, key=f"identify.threshold.{name}")
+
+test = ui.test_faces(name)
+source = "Photos"
+if test is not None:
+    source = st.radio("Faces", ["Photos", "Test faces"], horizontal=True, key="identify.source",
+                      help=f"test faces: a sample of the faces {name} was tested on, never trained on")
+if source == "Test faces":
+    c = st.columns([3, 1])
+    n = c[0].slider("faces", 1, min(36, len(test.images)), min(12, len(test.images)), key="identify.test_n")
+    if c[1].button("Other faces", key="identify.shuffle", icon=":material/shuffle:"):
+        st.session_state["identify.test_seed"] = st.session_state.get("identify.test_seed", 0) + 1
+    pick = test.sample(n, seed=st.session_state.get("identify.test_seed", 0))
+    try:
+        check = check_answers(pick.face_names, recognizer.identify(pick.images), model.names_)
+    except FaceLabError as err:
+        ui.show_error(err)
+        st.stop()
+    colors = {"right": plots.RIGHT, "wrong": plots.WRONG, "unknown": plots.UNSURE}
+    st.plotly_chart(plots.face_grid(pick.images, check.captions, cols=6, colors=[colors[o] for o in check.outcomes]),
+                    key="identify.test_grid")
+    st.markdown(f"**{check.right} of {n}** answered rightly, {check.wrong} named wrongly, {check.unknown} turned away "
+                "as unknown (move the threshold above to trade one for the other).")
+    st.stop()
 
 st.caption(f"Photos are searched for faces; an image of at most {CROP_MAX_SIDE} pixels a side is taken as one face "
            "crop.")
@@ -39,7 +64,7 @@ for photo in photos or []:
         continue
     unknown_faces += sum(not a.known for a in answers)
     labels = [f"{i + 1}: {a.name} {a.confidence:.2f}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
-    colors = ["#16a34a" if a.known else "#dc2626" for a in answers]
+    colors = [plots.RIGHT if a.known else plots.WRONG for a in answers]
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.photo_with_boxes(img, [f.box for f in found], labels, colors),
                       key=f"identify.photo.{photo.file_id}")

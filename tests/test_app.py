@@ -164,6 +164,14 @@ def test_training_two_epochs_fills_curves_and_session():
     go(at, "pages/evaluate.py")  # the faces the new model got wrong, without evaluating again
     wrong = round((1 - model.metrics_["accuracy"]) * len(job.split.test.images))
     assert f"Misclassified: {wrong} of {len(job.split.test.images)} test faces" in [s.value for s in at.subheader]
+    go(at, "pages/identify.py")  # its test faces can be tried without a photo
+    at.radio(key="identify.source").set_value("Test faces").run()
+    at.slider(key="identify.test_n").set_value(10).run()
+    assert not at.exception and at.get("plotly_chart")
+    summary = next(m.value for m in at.markdown if "answered rightly" in m.value)
+    assert summary.startswith("**") and " of 10** answered rightly" in summary
+    at.button(key="identify.shuffle").click().run()
+    assert at.session_state["identify.test_seed"] == 1 and not at.exception
 
 
 def test_stop_ends_training_and_keeps_the_model():

@@ -176,6 +176,26 @@ def test_misclassified_keeps_the_wrong_faces_with_captions():
         misclassified(faces, ["a"], ["a", "b"])
 
 
+def test_check_answers_and_samples_of_a_dataset():
+    from facelab.data import FaceDataset
+    from facelab.evaluation import check_answers
+    from facelab.recognition import Identification
+
+    answers = [Identification("ann", 0.9, True), Identification("bob", 0.7, True), Identification("unknown", 0.3, False),
+               Identification("unknown", 0.2, False), Identification("ann", 0.6, True)]
+    check = check_answers(["ann", "ann", "bob", "eve", "eve"], answers, known_people=["ann", "bob"])
+    # eve is not known: "unknown" is her right answer, a name a false accept.
+    assert check.outcomes == ["right", "wrong", "unknown", "right", "wrong"]
+    assert (check.right, check.wrong, check.unknown) == (2, 2, 1)
+    assert check.captions[:3] == ["ann ✓ 0.90", "ann ✗ bob", "bob: unknown"]
+    with pytest.raises(ValueError):
+        check_answers(["ann"], answers, ["ann"])
+
+    ds = FaceDataset(np.zeros((10, 2, 2), np.float32), np.arange(10) % 2, ["a", "b"], "test")
+    a, b = ds.sample(4, seed=1), ds.sample(4, seed=1)
+    assert len(a.images) == 4 and a.face_names == b.face_names and len(ds.sample(50).images) == 10
+
+
 def test_slider_stops_of_a_config_field():
     from facelab.registry import ConfigField
 
