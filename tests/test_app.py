@@ -273,6 +273,15 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     assert loaded is not model
     np.testing.assert_allclose(loaded.embed(split.test.images[:8]), model.embed(split.test.images[:8]), atol=1e-5)
     assert loaded.metrics_["accuracy"] == pytest.approx(model.metrics_["accuracy"])
+    # Delete asks once more: keeping it leaves the files, confirming removes them.
+    at.button(key="models.delete").click().run()
+    assert (model_dir / "olivetti-ae").is_dir() and any("for good" in w.value for w in at.warning)
+    at.button(key="models.delete_no").click().run()
+    assert (model_dir / "olivetti-ae").is_dir() and not at.warning
+    at.button(key="models.delete").click().run()
+    at.button(key="models.delete_yes").click().run()
+    assert not at.exception and not (model_dir / "olivetti-ae").exists()
+    assert any("No bundles" in i.value for i in at.info)
 
 
 def test_pages_with_data_and_a_model(olivetti_ae, olivetti):
