@@ -501,6 +501,28 @@ def pick_crops(faces: Any, key: str) -> Any:
     return np.asarray(faces)[[i for i, k in enumerate(keep) if k]]
 
 
+def ask_confirmation(key: str, item: str) -> None:
+    """Start asking whether to go ahead with the action `key` on `item` (see `confirmed`)."""
+    st.session_state[f"{key}.pending"] = item
+
+
+def confirmed(key: str, item: str, question: str, yes: str) -> bool:
+    """While `ask_confirmation(key, item)` is pending: the question with `yes` / Cancel buttons. True on the run
+    the user presses `yes`; for actions that cannot be undone."""
+    pending = f"{key}.pending"
+    if st.session_state.get(pending) != item:
+        return False
+    st.warning(question)
+    go_on, cancel = st.columns([1, 3])
+    if go_on.button(yes, key=f"{key}.yes", type="primary"):
+        st.session_state.pop(pending)
+        return True
+    if cancel.button("Cancel", key=f"{key}.no"):
+        st.session_state.pop(pending)
+        st.rerun()
+    return False
+
+
 def rerun_with_message(place: str, text: str, forget: str | None = None) -> None:
     """Rerun the page at once, so nothing the action changed is left drawn stale (crops that were just added,
     a person just removed), and show `text` where the page calls `show_message(place)`. Widget values whose

@@ -233,6 +233,10 @@ if gallery_model:
     st.subheader("Remove a person")
     gone = st.selectbox("Person", list(model.gallery_.names), key="live.remove.name")
     if gone and st.button(f"Remove {gone}", key="live.remove", icon=":material/person_remove:"):
+        ui.ask_confirmation("live.remove", gone)
+    if gone and ui.confirmed("live.remove", gone, f"Remove {gone} from {name}'s gallery? Their faces are forgotten "
+                             "and the saved model is updated; adding them back needs their photos again.",
+                             yes=f"Remove {gone}"):
         try:
             new = remove_person(model, gone)
             path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)

@@ -6,8 +6,6 @@ from facelab import registry, storage, ui
 from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE
 
-CONFIRM_DELETE = "models.confirm_delete"  # the bundle whose Delete was pressed, awaiting confirmation
-
 st.title("Models")
 folder = ui.model_dir()
 st.caption(f"Model folder: `{folder}` (change it in the sidebar). Every finished training is saved here.")
@@ -39,21 +37,14 @@ else:
         except FaceLabError as err:
             ui.show_error(err)
     if cols[1].button("Delete", key="models.delete", icon=":material/delete:"):
-        st.session_state[CONFIRM_DELETE] = chosen  # asked once more below: a deleted bundle cannot be restored
-    if st.session_state.get(CONFIRM_DELETE) == chosen:
-        st.warning(f"Delete {chosen} from the model folder for good? Its files are removed; a copy loaded in this "
-                   "session stays until the session ends.")
-        yes, no = st.columns([1, 3])
-        if yes.button(f"Delete {chosen}", key="models.delete_yes", type="primary"):
-            st.session_state.pop(CONFIRM_DELETE)
-            try:
-                storage.delete_bundle(path)
-                st.rerun()
-            except FaceLabError as err:
-                ui.show_error(err)
-        if no.button("Keep it", key="models.delete_no"):
-            st.session_state.pop(CONFIRM_DELETE)
+        ui.ask_confirmation("models.delete", chosen)
+    if ui.confirmed("models.delete", chosen, f"Delete {chosen} from the model folder for good? Its files are removed; "
+                    "a copy loaded in this session stays until the session ends.", yes=f"Delete {chosen}"):
+        try:
+            storage.delete_bundle(path)
             st.rerun()
+        except FaceLabError as err:
+            ui.show_error(err)
     try:
         cols[2].download_button("Download as a file", storage.export_bundle(path), file_name=f"{chosen}.facelab.zip",
                                 mime="application/zip", key="models.download", icon=":material/download:")

@@ -276,10 +276,10 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     # Delete asks once more: keeping it leaves the files, confirming removes them.
     at.button(key="models.delete").click().run()
     assert (model_dir / "olivetti-ae").is_dir() and any("for good" in w.value for w in at.warning)
-    at.button(key="models.delete_no").click().run()
+    at.button(key="models.delete.no").click().run()
     assert (model_dir / "olivetti-ae").is_dir() and not at.warning
     at.button(key="models.delete").click().run()
-    at.button(key="models.delete_yes").click().run()
+    at.button(key="models.delete.yes").click().run()
     assert not at.exception and not (model_dir / "olivetti-ae").exists()
     assert any("No bundles" in i.value for i in at.info)
 

@@ -157,6 +157,9 @@ def test_add_a_person_from_photos_then_remove(webrtc, olivetti_model, olivetti_u
 
     at.selectbox(key="live.remove.name").set_value("Ada").run()
     at.button(key="live.remove").click().run()
+    assert any("Remove Ada from" in w.value for w in at.warning)  # asked once more: nothing removed yet
+    assert "Ada" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names
+    at.button(key="live.remove.yes").click().run()
     assert not at.exception and any("Removed Ada" in s.value for s in at.success)
     assert "Ada" not in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names
     from facelab.registry import load_model
