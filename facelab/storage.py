@@ -243,7 +243,8 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def list_bundles(folder: str | Path) -> list[dict]:
-    """Bundles directly inside `folder`, newest first: path, name, kind, created, people, metrics."""
+    """Bundles directly inside `folder`, newest first: path, name, kind, created, people, metrics, data_source,
+    history (per-epoch training curves)."""
     root = Path(folder)
     if not root.is_dir():
         return []
@@ -257,7 +258,7 @@ def list_bundles(folder: str | Path) -> list[dict]:
             continue
         found.append({"path": sub, "name": sub.name, "kind": meta["kind"], "created": meta.get("created", ""),
                       "people": len(meta.get("names") or []), "metrics": meta.get("metrics") or {},
-                      "data_source": meta.get("data_source", "")})
+                      "data_source": meta.get("data_source", ""), "history": meta.get("history") or {}})
     return sorted(found, key=lambda b: b["created"], reverse=True)
 
 

@@ -445,6 +445,19 @@ def metrics_table(rows: list[dict]) -> None:
         label: st.column_config.NumberColumn(format=formats.get(key, "%.2f")) for key, label in HEADLINE.items()})
 
 
+def compare_curves(histories: dict[str, dict[str, list[float]]], key: str) -> None:
+    """A choice of logged curve and the models' curves of it overlaid (validation loss first when logged)."""
+    from facelab import plots
+
+    curves = sorted({k for h in histories.values() for k in h if k not in ("seconds", "lr")})
+    if not curves:
+        st.caption("No training curves were recorded for these models.")
+        return
+    metric = st.selectbox("Curve", curves, index=curves.index("val_loss") if "val_loss" in curves else 0,
+                          key=f"{key}.curve")
+    st.plotly_chart(plots.compare_curves(histories, metric), key=f"{key}.chart")
+
+
 def show_metrics(metrics: dict) -> None:
     """The headline numbers of an evaluation as metric tiles."""
     shown = headline_metrics(metrics)

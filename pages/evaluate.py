@@ -49,9 +49,4 @@ if wrong is not None:
 st.subheader("All models in this session")
 ui.metrics_table([{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),
                    **{label: m.metrics_.get(k) for k, label in HEADLINE.items()}} for n, m in session.items()])
-keys = sorted({k for m in session.values() for k in m.history_ if k not in ("seconds", "lr")})
-if keys:
-    metric = st.selectbox("Curve", keys, index=keys.index("val_loss") if "val_loss" in keys else 0,
-                          key="evaluate.curve")
-    st.plotly_chart(plots.compare_curves({n: m.history_ for n, m in session.items()}, metric),
-                    key="evaluate.compare")
+ui.compare_curves({n: m.history_ for n, m in session.items()}, key="evaluate.compare")

@@ -51,6 +51,11 @@ else:
     except FaceLabError as err:
         ui.show_error(err)
 
+    compared = st.multiselect("Compare training curves of", list(by_name), default=list(by_name)[:3],
+                              key="models.compare")
+    if compared:
+        ui.compare_curves({n: by_name[n]["history"] for n in compared}, key="models.compare")
+
 st.subheader("Upload a bundle")
 upload = st.file_uploader("An exported bundle (.zip from Download)", type=["zip"], key="models.upload")
 if upload is not None and st.button("Import and load", key="models.import"):

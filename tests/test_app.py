@@ -264,6 +264,8 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     at.session_state[ui.MODELS] = {}  # a new session: nothing in memory
     at.run()
     assert at.selectbox(key="models.bundle").value == "olivetti-ae"
+    assert at.multiselect(key="models.compare").value == ["olivetti-ae"]  # its curves, read from the bundle
+    assert at.selectbox(key="models.compare.curve").value == "val_loss" and at.get("plotly_chart")
     saved = at.dataframe[0].value.iloc[0]  # the bundle table shows the test figures it was saved with
     assert saved["test accuracy"] == pytest.approx(model.metrics_["accuracy"], abs=1e-4)
     assert saved["PSNR (dB)"] == pytest.approx(model.metrics_["recon_psnr"], abs=1e-4)
