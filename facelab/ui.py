@@ -59,6 +59,7 @@ JOBS = "facelab_jobs"  # dict: train page ("gru" / "autoencoder") -> TrainingJob
 MODEL_DIR = "facelab_model_dir"  # sidebar text input: where bundles are saved
 EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Misclassified of its last test
 TEST_FACES = "facelab_test_faces"  # dict: model name -> FaceDataset, a sample of its last test faces (Identify)
+LATENT = "facelab_latent"  # dict: (page, model, data, method) -> 2-D points, so t-SNE runs once
 TEST_SAMPLE = 200  # test faces kept per model: enough to try, small for a large test set
 DONE_MESSAGE = "facelab_done_message"  # (place, text) shown by the next run: see `rerun_with_message`
 
@@ -456,6 +457,28 @@ def compare_curves(histories: dict[str, dict[str, list[float]]], key: str) -> No
     metric = st.selectbox("Curve", curves, index=curves.index("val_loss") if "val_loss" in curves else 0,
                           key=f"{key}.curve")
     st.plotly_chart(plots.compare_curves(histories, metric), key=f"{key}.chart")
+
+
+def embedding_space(name: str, model: Any, ds: Any, embed: Callable[[np.ndarray], np.ndarray], what: str,
+                    key: str) -> None:
+    """A 2-D projection (PCA or t-SNE) of `embed` over up to 2000 faces of `ds`, one colour per person."""
+    from facelab import plots, reconstruction
+
+    method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key=f"{key}.method",
+                      format_func={"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}.get)
+    shown = ds.sample(2000)  # a cap keeps t-SNE and the browser responsive
+    # Per-session memo: t-SNE takes seconds and must not rerun when another widget on the page moves.
+    memo = st.session_state.setdefault(LATENT, {})
+    memo_key = (key, name, id(model), shown.source, len(shown.images), method)
+    if memo_key not in memo:
+        with st.spinner("Encoding and projecting..."):
+            try:
+                memo[memo_key] = reconstruction.project_codes(embed(shown.images), method)
+            except FaceLabError as err:
+                show_error(err)
+                return
+    st.plotly_chart(plots.latent_scatter(memo[memo_key], shown.labels, shown.names, title=f"{what} of {name} ({method})"),
+                    key=f"{key}.chart")
 
 
 def show_metrics(metrics: dict) -> None:

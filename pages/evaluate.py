@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from facelab import plots, ui
+from facelab import plots, registry, ui
 from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE
 
@@ -45,6 +45,13 @@ if wrong is not None:
         st.caption(f"The first {len(wrong.faces)} are shown.")
     if wrong.count:
         st.plotly_chart(plots.face_grid(wrong.faces, wrong.captions, cols=8), key="evaluate.wrong")
+
+if ds is not None:
+    st.subheader("Embedding space")
+    st.caption("Each face of the active data set as a point, placed by the model's embedding"
+               + (" (the layer before the softmax)" if registry.is_classifier(model) else " (its code)")
+               + ": faces of one person should gather.")
+    ui.embedding_space(name, model, ds, model.embed, "embeddings", key="evaluate.latent")
 
 st.subheader("All models in this session")
 ui.metrics_table([{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),

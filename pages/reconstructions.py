@@ -29,18 +29,7 @@ st.caption(f"Mean PSNR {psnr.mean():.2f} dB, SSIM {reconstruction.ssim_per_image
 st.plotly_chart(plots.error_maps(reconstruction.error_map(faces, recon), cols=len(idx)), key="recon.errors")
 
 st.subheader("Latent space")
-method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="recon.method",
-                  format_func={"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}.get)
-shown = ds.subset(np.arange(len(ds.images))[: 2000])  # a cap keeps t-SNE and the browser responsive
-# Per-session memo: t-SNE takes seconds and must not rerun when the morph slider moves.
-memo = st.session_state.setdefault("facelab_latent", {})
-memo_key = (name, id(model), shown.source, len(shown.images), method)
-if memo_key not in memo:
-    with st.spinner("Encoding and projecting..."):
-        memo[memo_key] = reconstruction.project_codes(model.encode(shown.images), method)
-points = memo[memo_key]
-st.plotly_chart(plots.latent_scatter(points, shown.labels, shown.names, title=f"codes of {name} ({method})"),
-                key="recon.latent")
+ui.embedding_space(name, model, ds, model.encode, "codes", key="recon.latent")
 
 st.subheader("Morph one face into another")
 c = st.columns(2)

@@ -164,6 +164,9 @@ def test_training_two_epochs_fills_curves_and_session():
     go(at, "pages/evaluate.py")  # the faces the new model got wrong, without evaluating again
     wrong = round((1 - model.metrics_["accuracy"]) * len(job.split.test.images))
     assert f"Misclassified: {wrong} of {len(job.split.test.images)} test faces" in [s.value for s in at.subheader]
+    # The classifier's embedding space: one 2-D point per face of the data set.
+    points = [v for k, v in at.session_state[ui.LATENT].items() if k[0] == "evaluate.latent"]
+    assert len(points) == 1 and points[0].shape == (len(at.session_state[ui.DATASET].images), 2)
     go(at, "pages/identify.py")  # its test faces can be tried without a photo
     at.radio(key="identify.source").set_value("Test faces").run()
     at.slider(key="identify.test_n").set_value(10).run()
