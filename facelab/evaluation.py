@@ -64,7 +64,7 @@ def name_metrics(true_names: Sequence[str], answers: Sequence[str], names: Seque
 
 @dataclass(frozen=True)
 class Misclassified:
-    """The test faces a model named wrongly: the first few of them with "true → predicted" captions."""
+    """The test faces a model named wrongly: the first few of them, captioned with the true name over "→ predicted"."""
 
     faces: np.ndarray  # (M, S, S), M <= the limit given to `misclassified`
     captions: list[str]
@@ -80,7 +80,7 @@ def misclassified(faces: np.ndarray, true_names: Sequence[str], predicted: Seque
         raise FaceLabError(f"{len(faces)} faces, {len(true_names)} true names and {len(predicted)} predictions")
     wrong = [i for i, (t, p) in enumerate(zip(true_names, predicted)) if t != p]
     shown = wrong[:limit]
-    return Misclassified(faces=np.asarray(faces)[shown], captions=[f"{true_names[i]} → {predicted[i]}" for i in shown],
+    return Misclassified(faces=np.asarray(faces)[shown], captions=[f"{true_names[i]}\n→ {predicted[i]}" for i in shown],
                          count=len(wrong), total=len(predicted))
 
 
@@ -110,7 +110,7 @@ def check_answers(true_names: Sequence[str], answers: Sequence[Identification],
             captions.append(f"{truth} ✓ {answer.confidence:.2f}")
         else:
             outcome = "wrong"
-            captions.append(f"{truth} ✗ {answer.name}")
+            captions.append(f"{truth}\n✗ {answer.name}")
         outcomes.append(outcome)
     return AnswerCheck(captions, outcomes, outcomes.count("right"), outcomes.count("wrong"), outcomes.count("unknown"))
 

@@ -152,14 +152,16 @@ def _caption(fig: go.Figure, captions: Sequence[str] | None, n: int, cols: int, 
     for i, text in enumerate((captions or [])[:n]):
         r, c = divmod(i, cols)
         color = colors[i] if colors is not None and i < len(colors) else "#111827"
-        fig.add_annotation(x=c * (side + pad) + side / 2, y=r * (side + pad) + side - 2, text=str(text),
+        fig.add_annotation(x=c * (side + pad) + side / 2, y=r * (side + pad) + side - 2,
+                           text=str(text).replace("\n", "<br>"),
                            showarrow=False, yanchor="bottom", font=dict(size=10, color=color),
                            bgcolor="rgba(255,255,255,0.75)")
 
 
 def face_grid(faces: np.ndarray, captions: Sequence[str] | None = None, cols: int = 8,
               title: str | None = None, colors: Sequence[str] | None = None) -> go.Figure:
-    """Faces in a grid with an optional caption on each (a name, a score), in `colors` if given."""
+    """Faces in a grid with an optional caption on each (a name, a score; a newline breaks it), in `colors` if
+    given."""
     faces = np.asarray(faces, dtype=np.float32)
     if faces.ndim != 3 or len(faces) == 0:
         raise ValueError(f"face_grid needs (N, S, S) faces with N >= 1; got shape {faces.shape}")

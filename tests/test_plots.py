@@ -75,8 +75,9 @@ def test_face_grid_is_one_image_with_captions(olivetti):
     assert len(fig.data) == 1 and fig.data[0].type == "image"
     assert np.asarray(fig.data[0].z).shape == (2 * 64 + 2, 6 * 64 + 10, 3)
     assert [a.text for a in fig.layout.annotations] == [f"p{i}" for i in range(12)]
-    colored = plots.face_grid(olivetti.images[:2], captions=["a", "b"], colors=[plots.RIGHT, plots.WRONG])
+    colored = plots.face_grid(olivetti.images[:2], captions=["a", "b\nc"], colors=[plots.RIGHT, plots.WRONG])
     assert [a.font.color for a in colored.layout.annotations] == [plots.RIGHT, plots.WRONG]
+    assert colored.layout.annotations[1].text == "b<br>c"  # two lines
     with pytest.raises(ValueError):
         plots.face_grid(np.zeros((0, 64, 64)))
 

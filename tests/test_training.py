@@ -169,7 +169,7 @@ def test_misclassified_keeps_the_wrong_faces_with_captions():
     faces = np.arange(5 * 4, dtype=np.float32).reshape(5, 2, 2)
     wrong = misclassified(faces, ["a", "a", "b", "b", "c"], ["a", "b", "a", "b", "a"], limit=2)
     assert (wrong.count, wrong.total) == (3, 5)
-    assert wrong.captions == ["a → b", "b → a"]  # the first two of three, in test order
+    assert wrong.captions == ["a\n→ b", "b\n→ a"]  # the first two of three, in test order
     np.testing.assert_array_equal(wrong.faces, faces[[1, 2]])
     assert misclassified(faces[:1], ["a"], ["a"]).count == 0
     with pytest.raises(FaceLabError):
@@ -187,7 +187,7 @@ def test_check_answers_and_samples_of_a_dataset():
     # eve is not known: "unknown" is her right answer, a name a false accept.
     assert check.outcomes == ["right", "wrong", "unknown", "right", "wrong"]
     assert (check.right, check.wrong, check.unknown) == (2, 2, 1)
-    assert check.captions[:3] == ["ann ✓ 0.90", "ann ✗ bob", "bob: unknown"]
+    assert check.captions[:3] == ["ann ✓ 0.90", "ann\n✗ bob", "bob: unknown"]
     with pytest.raises(ValueError):
         check_answers(["ann"], answers, ["ann"])
 
