@@ -12,7 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-RIGHT, WRONG, UNSURE = "#16a34a", "#dc2626", "#6b7280"  # answer colours: named (rightly), wrong or unknown, unsure
+# Answer colours: RIGHT for a name (a right one where the truth is known), WRONG for a wrong name (or "unknown"
+# on a photo), UNSURE for a known person turned away as "unknown".
+RIGHT, WRONG, UNSURE = "#16a34a", "#dc2626", "#6b7280"
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563",
            "#65a30d")
 _LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))

@@ -284,7 +284,7 @@ def running_jobs() -> list[TrainingJob]:
 
 
 def collect(job: TrainingJob) -> None:
-    """Move a finished job's model (and the test faces it got wrong) into the session once."""
+    """Move a finished job's model, and its test results (`remember_test`), into the session once."""
     if job.running or job.collected:
         return
     job.collected = True
