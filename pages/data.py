@@ -88,13 +88,16 @@ def webcam_section() -> None:
     c = st.columns([2, 1, 1])
     gone = c[0].selectbox("Person", list(counts), key="data.webcam.person", label_visibility="collapsed")
     if c[1].button(f"Remove {gone}", key="data.webcam.remove", icon=":material/person_remove:"):
-        collection.remove(gone)
-        st.rerun()
+        ui.ask_confirmation("data.webcam.remove", gone)
     if c[2].button("Use as data set", key="data.webcam.use", type="primary"):
         try:
             ui.set_dataset(collection.dataset())
         except FaceLabError as err:
             ui.show_error(err)
+    if ui.confirmed("data.webcam.remove", gone, f"Drop the {counts[gone]} crops of {gone} collected so far?",
+                    yes=f"Remove {gone}"):
+        collection.remove(gone)
+        st.rerun()
     with st.expander("Save the crops as a folder (one sub-folder per person; the Folder path source reads it)"):
         folder = st.text_input("Folder (people already in it stay; each person is saved once)",
                                str(ui.model_dir().parent / "webcam-faces"), key="data.webcam.folder")

@@ -135,6 +135,13 @@ def test_snapshots_of_two_people_become_the_data_set_and_a_saved_folder(webrtc, 
     at.button(key="data.webcam.save").click().run()
     assert any("already has Ann, Bob" in e.value for e in at.error) and not at.exception
     assert load_folder(tmp_path / "cam").counts() == {"Ann": 2, "Bob": 2}
+    # Dropping a person's crops asks first.
+    at.selectbox(key="data.webcam.person").set_value("Bob").run()
+    at.button(key="data.webcam.remove").click().run()
+    assert any("Drop the 2 crops of Bob" in w.value for w in at.warning)
+    assert at.session_state["data.webcam.collection"].counts() == {"Ann": 2, "Bob": 2}
+    at.button(key="data.webcam.remove.yes").click().run()
+    assert at.session_state["data.webcam.collection"].counts() == {"Ann": 2} and not at.exception
 
 
 def test_live_capture_fills_from_stream_frames_and_adds_the_crops(webrtc, olivetti_uint8):
