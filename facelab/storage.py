@@ -208,7 +208,32 @@ def read_meta(path: str | Path) -> dict:
         name = files.get(key)
         if name is not None and (not isinstance(name, str) or Path(name).name != name or name.startswith(".")):
             raise BadInputError(f"{folder}: bundle metadata names an unsafe file {name!r}")
+    bad = _malformed_fields(meta)
+    if bad:
+        raise BadInputError(f"{folder}: bundle metadata has malformed fields ({', '.join(bad)}); not a bundle FaceLab "
+                            "wrote")
     return meta
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _malformed_fields(meta: dict) -> list[str]:
+    """The fields of bundle metadata whose type is not the one FaceLab writes (a missing optional one is fine)."""
+    checks = {
+        "kind": lambda v: isinstance(v, str),
+        "names": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+        "created": lambda v: isinstance(v, str),
+        "data_source": lambda v: isinstance(v, str),
+        "config": lambda v: isinstance(v, dict),
+        "metrics": lambda v: isinstance(v, dict),
+        "training": lambda v: isinstance(v, dict),
+        "input_size": lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(n) and n >= 1 for n in v),
+        "history": lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(c, list) and all(x is None or _is_number(x) for x in c) for k, c in v.items()),
+    }
+    return [key for key, ok in checks.items() if key in meta and meta[key] is not None and not ok(meta[key])]
 
 
 def load_bundle(path: str | Path) -> Bundle:

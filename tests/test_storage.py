@@ -95,6 +95,14 @@ def test_refuses_foreign_and_corrupt_bundles(tmp_path):
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(BadInputError, match="unsafe"):
         load_bundle(path)
+    # Fields of the wrong type (hand-written or from another tool) are refused, and listings skip the folder.
+    meta["files"]["model"] = "model.keras"
+    for field, value in (("names", 5), ("created", 7), ("metrics", [1]), ("history", {"loss": ["x"]}),
+                         ("input_size", [64]), ("kind", ["gru"])):
+        (path / "meta.json").write_text(json.dumps({**meta, field: value}))
+        with pytest.raises(BadInputError, match=f"malformed fields \\({field}\\)"):
+            read_meta(path)
+        assert list_bundles(tmp_path) == []
     # a non-empty folder that is not a bundle is never overwritten
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("mine")
