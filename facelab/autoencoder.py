@@ -439,7 +439,10 @@ class FaceAutoencoder:
         meta = bundle.meta
         if meta.get("kind") not in AE_KINDS:
             raise BadInputError(f"{path}: a {meta.get('kind')!r} bundle, not an autoencoder")
-        config = config_from_dict(meta["kind"], meta.get("config") or {})
+        try:
+            config = config_from_dict(meta["kind"], meta.get("config") or {})
+        except (TypeError, FaceLabError) as err:
+            raise BadInputError(f"{path}: bundle config is not an autoencoder config ({err})") from None
         if "flip_average" not in (meta.get("config") or {}):
             config = dataclasses.replace(config, flip_average=False)  # bundles from before the option
         model = cls(config)

@@ -150,13 +150,30 @@ def replace_config(config: Any, **overrides: Any) -> Any:
             config = dataclasses.replace(config, kind=value)
             continue
         f = fields[name]
-        if f.choices and value not in f.choices:
-            raise BadInputError(f"{name} must be one of {', '.join(map(str, f.choices))}, not {value!r}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
-                raise BadInputError(f"{name}={value} is outside {f.min}..{f.max}")
+        _check_limits(f, value)
         config = _set_path(config, f.path, value)
     return config
+
+
+def _check_limits(f: ConfigField, value: Any) -> None:
+    if f.choices and value not in f.choices:
+        raise BadInputError(f"{f.name} must be one of {', '.join(map(str, f.choices))}, not {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
+            raise BadInputError(f"{f.name}={value} is outside {f.min}..{f.max}")
+
+
+def _checked(f: ConfigField, value: Any) -> Any:
+    """A stored value for field `f`, refused unless it has the field's type and lies within its limits."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {bool: isinstance(value, bool), int: number and float(value).is_integer(), float: number,
+          str: isinstance(value, str)}.get(f.type, True)
+    if not ok:
+        what = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[f.type]
+        raise BadInputError(f"{f.name} must be {what}, not {value!r}")
+    value = f.type(value) if f.type in (int, float) else value
+    _check_limits(f, value)
+    return value
 
 
 def _set_path(config: Any, path: tuple[str, ...], value: Any) -> Any:
@@ -183,16 +200,20 @@ def config_from_dict(kind: str, data: dict) -> Any:
 
 
 def _from_dict(cls: type, data: dict) -> Any:
+    # Stored configs may come from elsewhere: every value is checked like a setting typed by hand.
+    if not isinstance(data, dict):
+        raise BadInputError(f"{cls.__name__} settings must be a mapping, not {type(data).__name__}")
     hints = typing.get_type_hints(cls)
+    specs = {f.name: f for f in config_fields(cls) if len(f.path) == 1}
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data or not f.init:
             continue
         value = data[f.name]
-        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+        if dataclasses.is_dataclass(hints[f.name]):
             value = _from_dict(hints[f.name], value)
-        elif isinstance(value, list):
-            value = tuple(value)
+        elif f.name in specs:
+            value = _checked(specs[f.name], value)
         kwargs[f.name] = value
     return cls(**kwargs)
 

@@ -162,6 +162,24 @@ def test_registry_kinds_and_errors(tmp_path):
     assert "epochs" in {f.name for f in config_fields(TrainConfig)}
 
 
+def test_stored_configs_are_checked_like_typed_settings():
+    from facelab.registry import config_for, config_from_dict, config_to_dict
+
+    for kind in MODEL_KINDS:  # every preset survives the round trip unchanged
+        assert config_from_dict(kind, config_to_dict(config_for(kind))) == config_for(kind)
+    stored = config_to_dict(config_for("cnn-gru"))
+    assert config_from_dict("cnn-gru", {**stored, "threshold": 1}).threshold == 1.0  # JSON may write 1.0 as 1
+    for field, value, message in (("threshold", "x", "threshold must be a number"),
+                                  ("units", 2.5, "units must be a whole number"),
+                                  ("bidirectional", "yes", "bidirectional must be true or false"),
+                                  ("cell", "rnn", "cell must be one of"), ("dropout", 7, "dropout=7.0 is outside"),
+                                  ("train", 3, "TrainConfig settings must be a mapping")):
+        with pytest.raises(BadInputError, match=message):
+            config_from_dict("cnn-gru", {**stored, field: value})
+    with pytest.raises(BadInputError, match="image_size=-4 is outside"):
+        config_from_dict("ae-conv", {**config_to_dict(config_for("ae-conv")), "image_size": -4})
+
+
 def test_free_bundle_name_and_default_model_dir(tmp_path, monkeypatch):
     from facelab.storage import default_model_dir, free_bundle_name
 
