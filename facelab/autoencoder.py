@@ -459,7 +459,10 @@ class FaceAutoencoder:
             model.gallery_ = Gallery.from_arrays(bundle.extras, model.embed, code_size=code_size)
             cal = (meta.get("gallery") or {}).get("calibration")
             if cal:
-                model.gallery_.calibration = Calibration(**{k: (math.nan if v is None else v) for k, v in cal.items()})
+                try:
+                    model.gallery_.calibration = Calibration(**{k: (math.nan if v is None else v) for k, v in cal.items()})
+                except TypeError:  # other fields than Calibration's
+                    raise BadInputError(f"{path}: the bundle's gallery calibration is malformed") from None
         else:
             model.gallery_ = model.new_gallery()
         model.names_ = model.gallery_.names

@@ -343,14 +343,24 @@ class Gallery:
                                "gallery_numbers") if k not in arrays]
         if missing:
             raise FaceLabError(f"the saved gallery is incomplete (missing {', '.join(missing)})")
-        metric, mode = (str(s) for s in arrays["gallery_settings"])
-        k, threshold, image_size = (float(x) for x in arrays["gallery_numbers"])
+        settings, numbers = np.asarray(arrays["gallery_settings"]), np.asarray(arrays["gallery_numbers"])
+        codes, owners = np.asarray(arrays["gallery_codes"]), np.asarray(arrays["gallery_owners"])
+        names = np.asarray(arrays["gallery_names"])
+        # Arrays from elsewhere: every shape and type is checked before anything is built from them.
+        if settings.shape != (2,) or settings.dtype.kind != "U" or numbers.shape != (3,) \
+                or numbers.dtype.kind not in "iuf" or np.isnan(numbers.astype(np.float64)).any() \
+                or not 1 <= numbers[0] < 1e6 or not 8 <= numbers[2] <= 4096:  # k, threshold (inf: none), side
+            raise FaceLabError("the saved gallery is corrupt: its settings are malformed")
+        if codes.ndim != 2 or codes.dtype.kind not in "iuf" or owners.shape != (len(codes),) \
+                or owners.dtype.kind not in "iu" or names.ndim != 1 or names.dtype.kind != "U":
+            raise FaceLabError("the saved gallery is corrupt: its codes, owners or names are malformed")
+        metric, mode = (str(s) for s in settings)
+        k, threshold, image_size = (float(x) for x in numbers)
         gallery = cls(embed, metric=metric, mode=mode, k=int(k), threshold=threshold, image_size=int(image_size),
                       code_size=code_size)
-        codes = np.asarray(arrays["gallery_codes"], np.float32)
-        owners = np.asarray(arrays["gallery_owners"])
-        names = [str(n) for n in arrays["gallery_names"]]
-        if len(codes) != len(owners) or (len(owners) and (owners.min() < 0 or owners.max() >= len(names))):
+        codes = codes.astype(np.float32)
+        names = [str(n) for n in names]
+        if len(owners) and (owners.min() < 0 or owners.max() >= len(names)):
             raise FaceLabError("the saved gallery is corrupt: codes and their owners do not match")
         if code_size is not None and len(codes) and codes.shape[1] != code_size:
             raise FaceLabError(f"code-size mismatch: the gallery holds {codes.shape[1]}-number codes but the "

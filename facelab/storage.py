@@ -219,11 +219,22 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_names(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(n, str) for n in value)
+
+
 def _malformed_fields(meta: dict) -> list[str]:
-    """The fields of bundle metadata whose type is not the one FaceLab writes (a missing optional one is fine)."""
+    """The fields of bundle metadata whose type is not the one FaceLab writes (a missing one is fine, and so is
+    null where readers fall back to a default)."""
     checks = {
         "kind": lambda v: isinstance(v, str),
-        "names": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+        "names": _is_names,
+        "train_names": _is_names,
+        "calibration_people": _is_names,
+        "fit_seconds": _is_number,
+        "best_epoch": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "gallery": lambda v: isinstance(v, dict) and (v.get("calibration") is None or (
+            isinstance(v["calibration"], dict) and all(x is None or _is_number(x) for x in v["calibration"].values()))),
         "created": lambda v: isinstance(v, str),
         "data_source": lambda v: isinstance(v, str),
         "config": lambda v: isinstance(v, dict),
@@ -233,7 +244,9 @@ def _malformed_fields(meta: dict) -> list[str]:
         "history": lambda v: isinstance(v, dict) and all(
             isinstance(k, str) and isinstance(c, list) and all(x is None or _is_number(x) for x in c) for k, c in v.items()),
     }
-    return [key for key, ok in checks.items() if key in meta and meta[key] is not None and not ok(meta[key])]
+    required = ("kind", "names", "input_size")  # read without a fallback
+    return [key for key, ok in checks.items()
+            if key in meta and (meta[key] is not None or key in required) and not ok(meta[key])]
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -135,6 +135,20 @@ def test_arrays_round_trip_and_copies_are_independent(split, embed):
     twin = copy.deepcopy(gallery)
     twin.remove(gallery.names[0])
     assert len(twin) == 4 and len(gallery) == 5 and twin.embed is gallery.embed
+    uncalibrated = Gallery.from_arrays(make_gallery(split, embed, people=range(2)).to_arrays(), embed)
+    assert uncalibrated.threshold == np.inf  # "name every face" survives the round trip
+
+
+def test_corrupt_gallery_arrays_are_refused_with_a_message(split, embed):
+    arrays = make_gallery(split, embed, people=range(3)).to_arrays()
+    n = len(arrays["gallery_codes"])
+    for key, bad in (("gallery_codes", np.zeros(n)), ("gallery_codes", np.array(["a"] * n)),
+                     ("gallery_owners", np.array(["x"] * n)), ("gallery_owners", np.zeros((n, 2), int)),
+                     ("gallery_owners", np.full(n, 7)), ("gallery_settings", np.array(["cosine"])),
+                     ("gallery_numbers", np.array([1.0])), ("gallery_numbers", np.array([np.nan, 1, 64])),
+                     ("gallery_numbers", np.array([1, 1, -5])), ("gallery_names", np.array([1, 2, 3]))):
+        with pytest.raises(FaceLabError, match="saved gallery is corrupt"):
+            Gallery.from_arrays({**arrays, key: bad}, embed)
 
 
 def test_calibration_matches_a_hand_computation():

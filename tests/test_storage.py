@@ -98,7 +98,8 @@ def test_refuses_foreign_and_corrupt_bundles(tmp_path):
     # Fields of the wrong type (hand-written or from another tool) are refused, and listings skip the folder.
     meta["files"]["model"] = "model.keras"
     for field, value in (("names", 5), ("created", 7), ("metrics", [1]), ("history", {"loss": ["x"]}),
-                         ("input_size", [64]), ("kind", ["gru"])):
+                         ("input_size", [64]), ("input_size", None), ("kind", ["gru"]), ("calibration_people", 5),
+                         ("fit_seconds", "x"), ("gallery", {"calibration": "x"})):
         (path / "meta.json").write_text(json.dumps({**meta, field: value}))
         with pytest.raises(BadInputError, match=f"malformed fields \\({field}\\)"):
             read_meta(path)
