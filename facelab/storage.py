@@ -223,6 +223,24 @@ def _is_names(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(n, str) for n in value)
 
 
+def _is_metrics(value: object, names: object) -> bool:
+    """Scalars as numbers (or null), the confusion matrix square and as wide as its names, per-person figures."""
+    if not isinstance(value, dict):
+        return False
+    confusion, labels = value.get("confusion"), value.get("confusion_names", names)
+    if confusion is not None and not (
+            isinstance(confusion, list) and isinstance(labels, list) and len(confusion) == len(labels)
+            and all(isinstance(r, list) and len(r) == len(confusion) and all(map(_is_number, r)) for r in confusion)):
+        return False
+    per_person = value.get("per_person")  # accuracies; the first bundles wrote {"accuracy": a, "faces": n}
+    if per_person is not None and not (isinstance(per_person, dict) and all(
+            _is_number(v) or (isinstance(v, dict) and _is_number(v.get("accuracy"))) for v in per_person.values())):
+        return False
+    return all(v is None or _is_number(v) or isinstance(v, bool) for k, v in value.items()
+               if k not in ("confusion", "confusion_names", "per_person")) \
+        and _is_names(value.get("confusion_names", []))
+
+
 def _malformed_fields(meta: dict) -> list[str]:
     """The fields of bundle metadata whose type is not the one FaceLab writes (a missing one is fine, and so is
     null where readers fall back to a default)."""
@@ -238,7 +256,7 @@ def _malformed_fields(meta: dict) -> list[str]:
         "created": lambda v: isinstance(v, str),
         "data_source": lambda v: isinstance(v, str),
         "config": lambda v: isinstance(v, dict),
-        "metrics": lambda v: isinstance(v, dict),
+        "metrics": lambda v: _is_metrics(v, meta.get("names")),
         "training": lambda v: isinstance(v, dict),
         "input_size": lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(n) and n >= 1 for n in v),
         "history": lambda v: isinstance(v, dict) and all(

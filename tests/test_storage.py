@@ -99,11 +99,18 @@ def test_refuses_foreign_and_corrupt_bundles(tmp_path):
     meta["files"]["model"] = "model.keras"
     for field, value in (("names", 5), ("created", 7), ("metrics", [1]), ("history", {"loss": ["x"]}),
                          ("input_size", [64]), ("input_size", None), ("kind", ["gru"]), ("calibration_people", 5),
-                         ("fit_seconds", "x"), ("gallery", {"calibration": "x"})):
+                         ("fit_seconds", "x"), ("gallery", {"calibration": "x"}),
+                         ("metrics", {"confusion": [[1, 0, 0], [0, 1]]}),  # not square
+                         ("metrics", {"confusion": [[1, 0], [0, 1]]}),  # 2 columns, 3 names
+                         ("metrics", {"accuracy": "high"})):
         (path / "meta.json").write_text(json.dumps({**meta, field: value}))
         with pytest.raises(BadInputError, match=f"malformed fields \\({field}\\)"):
             read_meta(path)
         assert list_bundles(tmp_path) == []
+    # The first bundles' per-person figures (a dict with the accuracy) still read.
+    (path / "meta.json").write_text(json.dumps({**meta, "metrics": {"per_person": {"a": {"accuracy": 0.5, "faces": 2}},
+                                                                    "confusion": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}}))
+    assert read_meta(path)["metrics"]["per_person"]["a"]["accuracy"] == 0.5
     # a non-empty folder that is not a bundle is never overwritten
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("mine")
