@@ -451,6 +451,10 @@ class FaceAutoencoder:
             model._encoder(), model._decoder()
         except ValueError:
             raise BadInputError(f"{path}: the saved model has no encoder/decoder parts") from None
+        side = config.image_size
+        if tuple(model._encoder().inputs[0].shape[1:]) != (side, side, 1):
+            raise BadInputError(f"{path}: the saved model reads {tuple(model._encoder().inputs[0].shape[1:])} inputs "
+                                f"but its config says {side}x{side} faces")
         code_size = int(model._encoder().output_shape[-1])
         if code_size != config.encoding_dim:
             raise BadInputError(f"{path}: the model makes {code_size}-number codes but its config says "

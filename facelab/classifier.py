@@ -342,9 +342,9 @@ class FaceClassifier:
         except (TypeError, FaceLabError) as err:
             raise BadInputError(f"{path}: bundle config is not a GRU classifier config ({err})") from None
         names = [str(n) for n in meta.get("names") or []]
-        if len(names) != int(bundle.model.outputs[0].shape[-1]):
-            raise BadInputError(f"{path}: bundle lists {len(names)} people but the model has "
-                                f"{bundle.model.outputs[0].shape[-1]} outputs")
+        problem = facelab.models.gru.classifier_problem(bundle.model, int(meta.get("input_size", [64])[0]), len(names))
+        if problem:
+            raise BadInputError(f"{path}: {problem}")
         self = cls(config)
         self.keras_model_ = bundle.model
         self.names_ = names

@@ -194,6 +194,11 @@ def test_code_size_mismatch_between_gallery_and_model_is_refused(trained, tmp_pa
     save_bundle(tmp_path / "gru", trained.keras_model_, {"kind": "gru"})
     with pytest.raises(FaceLabError, match="not an autoencoder"):
         FaceAutoencoder.load(tmp_path / "gru")
+    # A model file from elsewhere under a right-looking config: the input size must be the config's.
+    small = FaceAutoencoder(config_for("ae-dense", image_size=32)).build()
+    save_bundle(tmp_path / "small", small, {"kind": "ae-dense", "config": {"kind": "ae-dense", "image_size": 64}})
+    with pytest.raises(FaceLabError, match=r"reads \(32, 32, 1\) inputs but its config says 64x64"):
+        FaceAutoencoder.load(tmp_path / "small")
 
 
 def test_stop_request_and_bad_training_data(split):

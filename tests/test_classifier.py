@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from facelab.classifier import FaceClassifier, GRUConfig
+from facelab.classifier import FaceClassifier, GRUConfig, build_model
 from facelab.data import split_dataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.preprocess import INFERENCE_ZOOMS, zoom_faces
@@ -133,6 +133,17 @@ def test_configs_and_errors(split, tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(BadInputError, match="not a FaceLab model bundle"):
         FaceClassifier.load(tmp_path / "x")
+    # Model files that are not this kind's network are refused before anything runs them.
+    from facelab.storage import save_bundle
+
+    autoencoder = create_model(config_for("ae-dense")).build()
+    save_bundle(tmp_path / "ae", autoencoder, {"kind": "cnn-gru", "names": ["a", "b"], "input_size": [64, 64]})
+    with pytest.raises(BadInputError, match="not a FaceLab classifier"):
+        FaceClassifier.load(tmp_path / "ae")
+    small = build_model(GRUConfig.preset("cnn-gru"), people=2, image_size=32)
+    save_bundle(tmp_path / "small", small, {"kind": "cnn-gru", "names": ["a", "b"], "input_size": [64, 64]})
+    with pytest.raises(BadInputError, match="reads \\[\\(32, 32\\)\\], not 64x64 faces"):
+        FaceClassifier.load(tmp_path / "small")
 
 
 def test_fine_tuning_starts_from_the_trained_weights(trained, split, olivetti):

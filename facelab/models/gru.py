@@ -199,6 +199,19 @@ def build_cnn_gru(people: int, image_size: int = 64, filters: tuple[int, ...] = 
     return keras.Model(face, probs, name="cnn_gru")
 
 
+def classifier_problem(model: keras.Model, image_size: int, people: int) -> str | None:
+    """Why `model` cannot be a classifier of (N, image_size, image_size) faces into `people`, or None."""
+    layer_names = {layer.name for layer in model.layers}
+    if EMBEDDING not in layer_names or PROBS not in layer_names:
+        return f"the saved model is not a FaceLab classifier (it has no {EMBEDDING!r} and {PROBS!r} layers)"
+    if len(model.inputs) != 1 or tuple(model.inputs[0].shape[1:]) != (image_size, image_size):
+        return f"the saved model reads {[tuple(i.shape[1:]) for i in model.inputs]}, not {image_size}x{image_size} faces"
+    outputs = model.outputs[0].shape[-1]
+    if len(model.outputs) != 1 or outputs != people:
+        return f"the bundle lists {people} people but the model has {outputs} outputs"
+    return None
+
+
 def embedding_model(model: keras.Model) -> keras.Model:
     """The sub-model from the face to the embedding layer (the input of the softmax)."""
     return keras.Model(model.inputs, model.get_layer(EMBEDDING).output, name=f"{model.name}_embedding")
