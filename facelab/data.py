@@ -410,14 +410,18 @@ def load_fer2013(csv_path: str | Path, image_size: int = FACE_SIZE) -> FaceDatas
         if values.size != 48 * 48:
             skipped.append(SkippedFile(where, f"{values.size} pixel values; expected 2304 (48x48)"))
             continue
-        faces.append(to_face(np.clip(values, 0, 255).astype(np.uint8).reshape(48, 48), image_size))
+        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 255):
+            skipped.append(SkippedFile(where, "pixel values outside 0-255"))
+            continue
+        faces.append(to_face(values.astype(np.uint8).reshape(48, 48), image_size))
         labels.append(label)
         usage.append(FER_USAGE.get(use.strip(), "train"))
+    first_skip = f" ({len(skipped)} row(s) skipped; {skipped[0].path}: {skipped[0].reason})" if skipped else ""
     if not faces:
-        raise BadInputError(f"{path.name}: no usable rows" + (f" ({skipped[0].path}: {skipped[0].reason})" if skipped else ""))
+        raise BadInputError(f"{path.name}: no usable rows{first_skip}")
     labels_arr = np.asarray(labels, np.int64)
     if len(np.unique(labels_arr)) < 2:
-        raise BadInputError(f"{path.name}: needs at least 2 different expressions")
+        raise BadInputError(f"{path.name}: needs at least 2 different expressions{first_skip}")
     usage_arr = np.asarray(usage)
     if not (usage_arr == "test").any():
         usage_arr = None  # no declared test part: fall back to the per-person split

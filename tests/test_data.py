@@ -190,7 +190,8 @@ def _fer_csv(faces: np.ndarray) -> str:
 def test_fer2013_csv_keeps_usage_split(olivetti_uint8, tmp_path):
     faces, _ = olivetti_uint8
     text = _fer_csv(faces)
-    bad_rows = "4,1 2 3,Training\n9," + " ".join(["0"] * 2304) + ",Training\nx,y,Training\n"
+    bad_rows = ("4,1 2 3,Training\n9," + " ".join(["0"] * 2304) + ",Training\nx,y,Training\n"
+                "1," + " ".join(["nan"] * 2304) + ",Training\n2," + " ".join(["300"] * 2304) + ",Training\n")
     path = tmp_path / "fer.csv"
     path.write_text(text + bad_rows)
     ds = load_fer2013(path)
@@ -200,6 +201,7 @@ def test_fer2013_csv_keeps_usage_split(olivetti_uint8, tmp_path):
     assert any("3 pixel values; expected 2304" in r for r in reasons)
     assert any("emotion 9 is not 0-6" in r for r in reasons)
     assert any("not numbers" in r for r in reasons)
+    assert sum("pixel values outside 0-255" in r for r in reasons) == 2  # NaN and 300 are not clipped into faces
     split = split_dataset(ds)
     assert (len(split.train.images), len(split.val.images), len(split.test.images)) == (12, 4, 4)
 
@@ -211,6 +213,9 @@ def test_fer2013_missing_columns_and_garbage(tmp_path):
         load_dataset(str(path))
     path.write_bytes(b"\xff\xfe\x00garbage\x00\x00")
     with pytest.raises(BadInputError):
+        load_dataset(str(path))
+    path.write_text("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Training\nx,1,Training\n")
+    with pytest.raises(BadInputError, match="at least 2 different expressions \\(1 row\\(s\\) skipped; bad.csv line 3"):
         load_dataset(str(path))
 
 
