@@ -176,6 +176,16 @@ def _checked(f: ConfigField, value: Any) -> Any:
     return value
 
 
+def changed_fields(base: Any, config: Any) -> list[str]:
+    """The names of the tunable fields whose value in `config` differs from `base` (same config class)."""
+    def value(c: Any, path: tuple[str, ...]) -> Any:
+        for part in path:
+            c = getattr(c, part)
+        return c
+
+    return [f.name for f in config_fields(type(base)) if value(base, f.path) != value(config, f.path)]
+
+
 def _set_path(config: Any, path: tuple[str, ...], value: Any) -> Any:
     if len(path) == 1:
         return dataclasses.replace(config, **{path[0]: value})

@@ -339,6 +339,14 @@ def training_section(kind: str, ds: Any, key: str, page: str) -> None:
         preset = registry.config_for(kind)
     st.subheader("Settings")
     config = config_form(preset, key=f"{key}.{kind}")
+    changed = registry.changed_fields(preset, config)
+    if changed:
+        note, reset = st.columns([4, 1])
+        note.caption("Changed from the preset: " + ", ".join(n.replace("_", " ") for n in changed))
+        if reset.button("Back to the preset", key=f"{key}.reset.{kind}", icon=":material/restart_alt:"):
+            for widget in [k for k in st.session_state if str(k).startswith(f"{key}.{kind}.")]:
+                del st.session_state[widget]  # the widgets are drawn again with the preset's values
+            st.rerun()
     st.subheader("Split")
     make_split = split_form(ds, key=f"{key}.split")
     st.subheader("Training")

@@ -142,6 +142,20 @@ def test_data_page_loads_sources_and_lists_problems(tmp_path):
     assert any("nothing.zip" in e and "at least 2 people" in e for e in errors(at)), errors(at)
 
 
+def test_settings_changed_from_the_preset_are_named_and_can_be_reset():
+    at = go(new_app(), "pages/data.py")
+    at.button(key="data.load").click().run()
+    go(at, "pages/train_gru.py")
+    assert not any("Changed from the preset" in c.value for c in at.caption)
+    at.number_input(key="gru.cnn-gru.epochs").set_value(7).run()
+    at.checkbox(key="gru.cnn-gru.bidirectional").uncheck().run()
+    assert "Changed from the preset: bidirectional, epochs" in [c.value for c in at.caption]
+    at.button(key="gru.reset.cnn-gru").click().run()
+    assert not at.exception and at.number_input(key="gru.cnn-gru.epochs").value == 50
+    assert at.checkbox(key="gru.cnn-gru.bidirectional").value
+    assert not any("Changed from the preset" in c.value for c in at.caption)
+
+
 def test_training_two_epochs_fills_curves_and_session():
     at = go(new_app(), "pages/data.py")
     at.button(key="data.load").click().run()  # synthetic set

@@ -171,7 +171,9 @@ def test_registry_kinds_and_errors(tmp_path):
 
 
 def test_stored_configs_are_checked_like_typed_settings():
-    from facelab.registry import config_for, config_from_dict, config_to_dict
+    from facelab.registry import changed_fields, config_for, config_from_dict, config_to_dict
+
+    assert changed_fields(config_for("cnn-gru"), config_for("cnn-gru", epochs=3, units=64)) == ["units", "epochs"]
 
     for kind in MODEL_KINDS:  # every preset survives the round trip unchanged
         assert config_from_dict(kind, config_to_dict(config_for(kind))) == config_for(kind)
