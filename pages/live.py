@@ -88,7 +88,9 @@ if mode.startswith("Live"):
     except FaceLabError as err:
         ui.show_error(err)
         rtc = rtc_configuration("")
-    playing = ui.camera_stream("live.webrtc", live.recv, rtc)
+    video, info = st.columns([3, 2])  # the names beside the video, not a screen below it
+    with video:
+        playing = ui.camera_stream("live.webrtc", live.recv, rtc)
     if playing and not st.session_state.get("live.was_playing"):
         live.reset_stats()  # counts and frame rate are per stream
     st.session_state["live.was_playing"] = playing
@@ -113,7 +115,8 @@ if mode.startswith("Live"):
         ui.capture_progress(live.capture, CAPTURE_SHOWN)
 
     ui.mark_capture_shown(live.capture, CAPTURE_SHOWN)  # this full run draws its crops below
-    now_on_camera()
+    with info:
+        now_on_camera()
 else:
     shot = st.camera_input("Take a photo", key="live.snapshot")
     if shot is not None:
