@@ -1,4 +1,5 @@
-"""Evaluate: test accuracy, confusion, per-person accuracy, misclassified faces, every model compared."""
+"""Evaluate: test accuracy, confusion, per-person accuracy, misclassified faces, the embedding space, every model
+compared."""
 
 import streamlit as st
 

@@ -28,7 +28,8 @@ if test is not None:
                       help=f"test faces: a sample of the faces {name} was tested on, never trained on")
 if source == "Test faces":
     c = st.columns([3, 1])
-    n = c[0].slider("faces", 1, min(36, len(test.images)), min(12, len(test.images)), key="identify.test_n")
+    most = min(36, len(test.images))
+    n = c[0].slider("faces", 1, most, min(12, most), key="identify.test_n") if most > 1 else most
     if c[1].button("Other faces", key="identify.shuffle", icon=":material/shuffle:"):
         st.session_state["identify.test_seed"] = st.session_state.get("identify.test_seed", 0) + 1
     pick = test.sample(n, seed=st.session_state.get("identify.test_seed", 0))

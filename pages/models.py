@@ -1,4 +1,5 @@
-"""Models: bundles in the model folder (load, delete, download), upload a bundle, save session models."""
+"""Models: bundles in the model folder (load, delete, download, their training curves compared), upload a bundle,
+save session models."""
 
 import streamlit as st
 

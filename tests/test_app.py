@@ -238,6 +238,11 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     assert pointer and pointer[0].startswith("1 face(s)") and "gallery" in pointer[0]
     assert any(m.value.startswith("Face 1: **unknown** (nearest: person-") for m in at.markdown)
     assert at.get("page_link")[0].proto.page == "live"
+    # Test faces kept from training: a single one still draws (no one-value slider).
+    at.session_state[ui.TEST_FACES] = {"olivetti-ae": split.test.subset(np.array([0]))}
+    at.run()
+    at.radio(key="identify.source").set_value("Test faces").run()
+    assert not at.exception and any(" of 1** answered rightly" in m.value for m in at.markdown)
 
 
 def test_identify_explains_the_calibrated_threshold_and_warns_when_it_names_few_faces(olivetti_ae, monkeypatch):
