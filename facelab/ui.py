@@ -337,15 +337,17 @@ def training_section(kind: str, ds: Any, key: str, page: str) -> None:
     with st.spinner("Loading the model code (Keras)..."):
         preset = registry.config_for(kind)
     st.subheader("Settings")
-    config = config_form(preset, key=f"{key}.{kind}")
+    # "Back to the preset" starts a new generation of widget keys: fresh widgets show the preset's values (a
+    # deleted widget state is not enough, the browser would keep showing the old value).
+    generation = f"{key}.reset.{kind}"
+    n = st.session_state.get(generation, 0)
+    config = config_form(preset, key=f"{key}.{kind}" + (f".v{n}" if n else ""))
     changed = registry.changed_fields(preset, config)
     if changed:
         note, reset = st.columns([4, 1])
-        note.caption("Changed from the preset: " + ", ".join(n.replace("_", " ") for n in changed))
-        if reset.button("Back to the preset", key=f"{key}.reset.{kind}", icon=":material/restart_alt:"):
-            for widget in [k for k in st.session_state if str(k).startswith(f"{key}.{kind}.")]:
-                del st.session_state[widget]  # the widgets are drawn again with the preset's values
-            st.rerun()
+        note.caption("Changed from the preset: " + ", ".join(c.replace("_", " ") for c in changed))
+        reset.button("Back to the preset", key=f"{generation}.button", icon=":material/restart_alt:",
+                     on_click=lambda: st.session_state.update({generation: n + 1}))
     st.subheader("Split")
     make_split = split_form(ds, key=f"{key}.split")
     st.subheader("Training")

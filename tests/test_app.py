@@ -150,9 +150,9 @@ def test_settings_changed_from_the_preset_are_named_and_can_be_reset():
     at.number_input(key="gru.cnn-gru.epochs").set_value(7).run()
     at.checkbox(key="gru.cnn-gru.bidirectional").uncheck().run()
     assert "Changed from the preset: bidirectional, epochs" in [c.value for c in at.caption]
-    at.button(key="gru.reset.cnn-gru").click().run()
-    assert not at.exception and at.number_input(key="gru.cnn-gru.epochs").value == 50
-    assert at.checkbox(key="gru.cnn-gru.bidirectional").value
+    at.button(key="gru.reset.cnn-gru.button").click().run()
+    assert not at.exception and at.number_input(key="gru.cnn-gru.v1.epochs").value == 50  # fresh widgets
+    assert at.checkbox(key="gru.cnn-gru.v1.bidirectional").value
     assert not any("Changed from the preset" in c.value for c in at.caption)
 
 
