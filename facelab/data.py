@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -358,12 +359,15 @@ def safe_extract_zip(zip_path: str | Path, dest: Path) -> None:
             target = dest / m.filename
             target.parent.mkdir(parents=True, exist_ok=True)
             # The header's sizes can lie: count what really comes out while copying.
-            with archive.open(m) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > ZIP_MAX_BYTES:
-                        raise BadInputError("zip unpacks to more than its stated size; refused as a zip bomb")
-                    out.write(chunk)
+            try:
+                with archive.open(m) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > ZIP_MAX_BYTES:
+                            raise BadInputError("zip unpacks to more than its stated size; refused as a zip bomb")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+                raise BadInputError(f"{Path(zip_path).name}: corrupt zip entry {m.filename!r} ({err})") from None
 
 
 def load_zip(zip_path: str | Path, image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:

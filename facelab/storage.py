@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -365,15 +366,20 @@ def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upl
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.import-", dir=dest.parent))
         try:
-            (tmp / META_FILE).write_bytes(archive.read(META_FILE))
-            meta = read_meta(tmp)
-            wanted = {n for n in meta["files"].values() if n}
-            missing = wanted - members.keys()
-            if missing:
-                raise BadInputError(f"{label}: the export lacks {', '.join(sorted(missing))}")
-            for member in wanted:
-                with archive.open(member) as src, open(tmp / member, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+            try:
+                (tmp / META_FILE).write_bytes(archive.read(META_FILE))
+                meta = read_meta(tmp)
+                wanted = {n for n in meta["files"].values() if n}
+                missing = wanted - members.keys()
+                if missing:
+                    raise BadInputError(f"{label}: the export lacks {', '.join(sorted(missing))}")
+                for member in wanted:
+                    with archive.open(member) as src, open(tmp / member, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            except BadInputError as err:  # name the upload, not the temporary folder it is checked in
+                raise BadInputError(str(err).replace(str(tmp), label)) from None
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+                raise BadInputError(f"{label}: corrupt zip ({err})") from None
             if dest.exists():
                 read_meta(dest)  # only ever replace another bundle
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

@@ -176,6 +176,12 @@ def test_not_a_zip(tmp_path):
     path.write_text("not a zip")
     with pytest.raises(BadInputError, match="not a readable zip"):
         load_dataset(str(path))
+    # A zip whose directory reads fine but one of whose files is damaged (a flipped byte: bad CRC).
+    data = bytearray(_zip_of({"a/1.png": b"A" * 4000, "b/1.png": b"B" * 4000}))
+    data[40] ^= 0xFF  # inside a/1.png's compressed bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match="corrupt zip entry 'a/1.png'"):
+        load_dataset(str(path))
 
 
 def _fer_csv(faces: np.ndarray) -> str:

@@ -147,7 +147,21 @@ def test_export_import_zip(tmp_path, faces):
         import_bundle(evil.getvalue(), tmp_path / "evil")
     with pytest.raises(BadInputError, match="not a readable zip"):
         import_bundle(b"hello", tmp_path / "evil")
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0xFF  # inside the model file: its CRC fails
+    with pytest.raises(BadInputError, match="^my.zip: corrupt zip"):
+        import_bundle(bytes(damaged), tmp_path / "evil", name="my.zip")
+    with pytest.raises(BadInputError, match="^my.zip/meta.json: unreadable"):  # the upload is named, not a temp folder
+        import_bundle(_zip({"meta.json": b"\xff\xfe"}), tmp_path / "evil", name="my.zip")
     assert not (tmp_path / "evil").exists()
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
 
 
 def test_delete_refuses_non_bundles(tmp_path):
