@@ -62,7 +62,12 @@ def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
             raise BadInputError(f"{label}: cannot read ({err.strerror or err})") from None
         if size > MAX_FILE_BYTES:
             raise BadInputError(f"{label}: file is {size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
-        data = path.read_bytes()
+        if not path.is_file():  # a folder, a FIFO (reading one would wait forever), a device
+            raise BadInputError(f"{label}: not a file")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise BadInputError(f"{label}: cannot read ({err.strerror or err})") from None
     if len(data) > MAX_FILE_BYTES:
         raise BadInputError(f"{label}: file is {len(data) / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
     return data

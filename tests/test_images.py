@@ -93,3 +93,13 @@ def test_truncated_jpeg_is_refused(olivetti_uint8):
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(BadInputError, match="nope.png"):
         read_image(tmp_path / "nope.png")
+
+
+def test_folders_and_pipes_are_not_read_as_images(tmp_path):
+    import os
+
+    with pytest.raises(BadInputError, match="not a file"):
+        read_image(tmp_path)
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would wait for a writer forever
+    with pytest.raises(BadInputError, match="pipe.png: not a file"):
+        read_image(tmp_path / "pipe.png")
