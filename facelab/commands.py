@@ -152,11 +152,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train_run(args: argparse.Namespace) -> int:
     """Train a model kind on a data source and save it as a bundle."""
     from facelab.registry import create_model
+    from facelab.storage import check_bundle_target
 
     config = _config(args.kind, args)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInputError(f"{out}: exists and is not a folder")
+    check_bundle_target(out)  # before the training, not after it
     ds, split, val = _load_split(args, args.kind, config)
     model = create_model(config)
     seconds = _fit(model, split, args.verbose, args.mixed_precision)

@@ -127,6 +127,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def check_bundle_target(path: str | Path) -> None:
+    """Refuse, before any work is done, a place where a bundle cannot be saved: a file, a folder holding
+    something else, or a folder whose nearest existing parent is not a writable folder."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"{folder}: exists and is not a folder; choose another place to save the model")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / META_FILE).is_file():
+        raise BadInputError(f"{folder}: folder is not empty and is not a FaceLab bundle; refusing to write into it")
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{folder}: cannot be created, {parent} is not a writable folder")
+
+
 def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.ndarray] | None = None) -> Path:
     """Save a model, its metadata (must include "kind") and extra arrays as a bundle folder, atomically.
 
@@ -136,11 +151,11 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
     if not meta.get("kind"):
         raise FaceLabError("bundle metadata needs a 'kind'")
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise BadInputError(f"{folder}: exists and is not a folder; choose another place to save the model")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / META_FILE).is_file():
-        raise BadInputError(f"{folder}: folder is not empty and is not a FaceLab bundle; refusing to write into it")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_bundle_target(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"{folder}: cannot create the bundle folder ({err.strerror or err})") from None
     old_files = set()
     if (folder / META_FILE).is_file():
         try:

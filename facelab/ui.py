@@ -23,7 +23,7 @@ from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE, headline_metrics, misclassified
 from facelab.jobs import TrainingJob, format_seconds
 from facelab.registry import is_classifier
-from facelab.storage import default_model_dir, free_bundle_name
+from facelab.storage import check_bundle_target, default_model_dir, free_bundle_name
 
 log = logging.getLogger(__name__)
 
@@ -393,12 +393,14 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
                          disabled=busy,
                          help="the bundle is saved under this name in the model folder (sidebar)")
     if st.button("Train", key=f"{page}.train", type="primary", disabled=busy, icon=":material/play_arrow:"):
+        name = unique_name(name)
         try:
+            check_bundle_target(model_dir() / name)  # a model folder that cannot take it: say so before training
             model, split = make_model(), make_split()
         except FaceLabError as err:
             show_error(err)
             return
-        job = TrainingJob(unique_name(name), model, split, model_dir()).start()
+        job = TrainingJob(name, model, split, model_dir()).start()
         jobs()[page] = job
     if job is None:
         return

@@ -156,6 +156,17 @@ def test_settings_changed_from_the_preset_are_named_and_can_be_reset():
     assert not any("Changed from the preset" in c.value for c in at.caption)
 
 
+def test_a_model_folder_that_cannot_take_the_bundle_is_refused_before_training(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("FACELAB_MODEL_DIR", str(tmp_path / "a-file"))  # the sidebar's default model folder
+    at = go(new_app(), "pages/data.py")
+    at.button(key="data.load").click().run()
+    go(at, "pages/train_gru.py")
+    at.button(key="gru.train").click().run()
+    assert any("is not a writable folder" in e for e in errors(at)), errors(at)
+    assert "gru" not in at.session_state[ui.JOBS]  # nothing trained for nothing
+
+
 def test_training_two_epochs_fills_curves_and_session():
     at = go(new_app(), "pages/data.py")
     at.button(key="data.load").click().run()  # synthetic set

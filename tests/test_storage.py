@@ -116,6 +116,8 @@ def test_refuses_foreign_and_corrupt_bundles(tmp_path):
     (tmp_path / "docs" / "notes.txt").write_text("mine")
     with pytest.raises(BadInputError, match="not empty"):
         save_bundle(tmp_path / "docs", _model(), META)
+    with pytest.raises(BadInputError, match="notes.txt is not a writable folder"):  # under a file
+        save_bundle(tmp_path / "docs" / "notes.txt" / "m", _model(), META)
 
 
 def test_safe_mode_refuses_lambda_layers(tmp_path):
