@@ -38,6 +38,7 @@ class TrainingJob:
         self.progress = None  # latest facelab.training.TrainingProgress
         self.history: dict[str, list[float]] = {}
         self.error: str | None = None
+        self.save_error: str | None = None  # the model trained but could not be saved: it is kept all the same
         self.path: Path | None = None
         self.started = time.time()
         self.finished: float | None = None
@@ -88,8 +89,10 @@ class TrainingJob:
             if self.evaluate and len(self.split.test.images):
                 self.model.evaluate(self.split.test)
             if self.folder is not None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                self.path = Path(self.model.save(self.folder / self.name))
+                try:
+                    self.path = Path(self.model.save(self.folder / self.name))
+                except FaceLabError as err:  # minutes of training are not thrown away for a full disk
+                    self.save_error = str(err)
         except FaceLabError as err:
             self.error = str(err)
         except Exception as err:  # noqa: BLE001 - a failed run must end the job, not the server thread

@@ -443,8 +443,12 @@ def _result(job: TrainingJob) -> None:
     else:
         epochs = len(next(iter(history.values()), []))
         how = "stopped" if job.stop.requested else "finished"
+        where = f"saved to {job.path}" if job.path else "not saved"
         st.success(f"{job.name}: {how} after {epochs} epoch(s) in {format_seconds(job.finished - job.started)}; "
-                   f"saved to {job.path}", icon=":material/check_circle:")
+                   f"{where}", icon=":material/check_circle:")
+        if job.save_error:
+            st.warning(f"{job.save_error}. The model is kept in this session: save it from the Models page once the "
+                       "model folder can take it.", icon=":material/warning:")
         metrics = getattr(job.model, "metrics_", None) or {}
         show_metrics(metrics)
     if history:

@@ -202,3 +202,16 @@ def test_slider_stops_of_a_config_field():
     lr = ConfigField("learning_rate", ("learning_rate",), float, 1e-3, min=1e-4, max=1e-2, log=True)
     assert lr.log_options(0.003) == [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 0.003, 5e-3, 1e-2]
     assert ConfigField("dropout", ("dropout",), float, 0.3, min=0.0, max=0.9).slider_step() == 0.001
+
+
+def test_a_training_job_keeps_its_model_when_saving_fails(tmp_path):
+    from facelab.data import load_dataset, split_dataset
+    from facelab.jobs import TrainingJob
+    from facelab.registry import config_for, create_model
+
+    split = split_dataset(load_dataset("synthetic:people=3,per_person=6"), 4, 1, 0)
+    (tmp_path / "a-file").write_text("not a folder")
+    job = TrainingJob("m", create_model(config_for("ae-dense", epochs=1)), split, tmp_path / "a-file").start()
+    assert job.wait(120)
+    assert job.error is None and job.result is not None and job.path is None  # trained, kept, not saved
+    assert "not a writable folder" in job.save_error
