@@ -8,6 +8,7 @@ and the recogniser sits behind a lock so the page can swap model or threshold wh
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -555,6 +556,8 @@ def identify_video(
     target = Path(out) if out is not None else None
     if target is not None and target.suffix.lower() not in VIDEO_CODECS:
         raise BadInputError(f"{target}: the annotated video must end in {' or '.join(VIDEO_CODECS)}")
+    if target is not None and not target.parent.is_dir():
+        raise BadInputError(f"{target}: {target.parent} is not a folder")
     video = open_video(source)
     stream = LiveRecognizer(recognizer, config, model_name=model_name)
     fps = video.get(cv2.CAP_PROP_FPS)
@@ -588,10 +591,14 @@ def identify_video(
         if writer is not None:
             writer.release()
         if partial is not None and not finished:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
     saved = None
     if partial is not None:
-        os.replace(partial, target)
+        try:
+            os.replace(partial, target)
+        except OSError as err:
+            raise BadInputError(f"{target}: cannot write the video there ({err.strerror or err})") from None
         saved = str(target)
     if not timeline:
         raise BadInputError(f"{source}: no frames could be read")

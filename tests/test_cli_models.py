@@ -188,3 +188,5 @@ def test_live_names_the_people_of_the_webcam_feed_and_writes_the_annotated_video
     not_video.write_text("not a video")
     assert main(["live", str(bundle), "--camera", str(not_video), "--out", str(tmp_path / "y.mp4")]) == 2
     assert "notes.txt" in capsys.readouterr().err and not (tmp_path / "y.mp4").exists()
+    assert main(["live", str(bundle), "--camera", str(feed), "--out", str(not_video / "z.mp4")]) == 2  # under a file
+    assert "notes.txt is not a folder" in capsys.readouterr().err
