@@ -177,6 +177,11 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 def load_dataset(spec: str = "synthetic", image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:
     """Load any source spec (see the module docstring) as a `FaceDataset` of (image_size)^2 faces."""
     kind, arg, opts = parse_spec(spec)
+    known = {"synthetic": {"people", "per_person", "seed"}, "olivetti": {"dir"}, "lfw": {"min_faces", "data_home"}}
+    unknown = sorted(set(opts) - known.get(kind, set()))
+    if unknown:  # a typo would otherwise be ignored silently
+        raise BadInputError(f"unknown option(s) {', '.join(unknown)} in data spec {spec!r}; {kind} takes "
+                            f"{', '.join(sorted(known[kind]))}")
     try:
         if kind == "synthetic":
             return load_synthetic(int(opts.get("people", 12)), int(opts.get("per_person", 20)),
@@ -277,6 +282,8 @@ def load_folder(path: str | Path, image_size: int = FACE_SIZE, source: str | Non
                 progress: Progress | None = None) -> FaceDataset:
     """A folder with one sub-folder per person; photos are face-detected, crops used whole."""
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise BadInputError(f"{root}: not a folder, a .zip or a FER2013 .csv")
     if not root.is_dir():
         raise BadInputError(f"{root}: no such folder")
     people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))

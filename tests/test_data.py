@@ -262,9 +262,14 @@ def test_spec_parsing():
     assert parse_spec("some/folder")[0] == "folder"
     with pytest.raises(BadInputError, match="bad option"):
         load_dataset("synthetic:people=many")
+    with pytest.raises(BadInputError, match="unknown option.* peeple .*synthetic takes people, per_person, seed"):
+        load_dataset("synthetic:peeple=3")  # a typo is not silently ignored
 
 
-def test_missing_folder():
+def test_missing_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(BadInputError, match="notes.txt: not a folder, a .zip or a FER2013 .csv"):
+        load_dataset(str(tmp_path / "notes.txt"))
     with pytest.raises(BadInputError, match="no such folder"):
         load_dataset(os.path.join("does", "not", "exist"))
 
