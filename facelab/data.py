@@ -147,6 +147,7 @@ def split_dataset(ds: FaceDataset, train_per_person: int = 5, val_per_person: in
 # ---------------------------------------------------------------------------------------------- specs
 
 NAMED_SOURCES = ("synthetic", "olivetti", "lfw")
+SPEC_OPTIONS = {"synthetic": ("people", "per_person", "seed"), "olivetti": ("dir",), "lfw": ("min_faces", "data_home")}
 
 
 def load_upload(name: str, data: bytes, image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:
@@ -177,11 +178,10 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 def load_dataset(spec: str = "synthetic", image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:
     """Load any source spec (see the module docstring) as a `FaceDataset` of (image_size)^2 faces."""
     kind, arg, opts = parse_spec(spec)
-    known = {"synthetic": {"people", "per_person", "seed"}, "olivetti": {"dir"}, "lfw": {"min_faces", "data_home"}}
-    unknown = sorted(set(opts) - known.get(kind, set()))
+    unknown = sorted(set(opts) - set(SPEC_OPTIONS.get(kind, ())))
     if unknown:  # a typo would otherwise be ignored silently
         raise BadInputError(f"unknown option(s) {', '.join(unknown)} in data spec {spec!r}; {kind} takes "
-                            f"{', '.join(sorted(known[kind]))}")
+                            f"{', '.join(SPEC_OPTIONS[kind])}")
     try:
         if kind == "synthetic":
             return load_synthetic(int(opts.get("people", 12)), int(opts.get("per_person", 20)),

@@ -185,9 +185,11 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
                     versions=library_versions(), files={"model": model_name, "extras": extras_name})
         text = json.dumps(_finite(full), indent=2, default=_json_default, allow_nan=False).encode()
         _write_atomic(folder / META_FILE, text)  # the commit point
-    except BaseException:
+    except BaseException as err:
         for f in written:
             f.unlink(missing_ok=True)
+        if isinstance(err, OSError):  # a full disk, a folder removed meanwhile: the previous bundle is intact
+            raise BadInputError(f"{folder}: cannot save the model ({err.strerror or err})") from None
         raise
     for name in old_files - {model_name, extras_name}:
         (folder / name).unlink(missing_ok=True)

@@ -2,10 +2,11 @@
 
 Session-state keys, cached data loaders, guards that stop a page with a hint, a form built from any
 config dataclass, the training panel both train pages use, and views more than one page shows (model
-tables, curve comparisons, the embedding space, a confirmation before what cannot be undone). Training runs in a background thread
-per session (`TrainingJob`): Keras reports into the job and a fragment redraws from it every second,
-so the Stop button acts at once, the user can change page while a model trains, and a closed tab
-still gets its model saved.
+tables, curve comparisons, the embedding space, a confirmation before what cannot be undone).
+
+Training runs in a background thread per session (`TrainingJob`): Keras reports into the job and a
+fragment redraws from it every second, so the Stop button acts at once, the user can change page while
+a model trains, and a closed tab still gets its model saved.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def test_resave_replaces_files_and_crash_keeps_previous(tmp_path, faces, monkeyp
         raise OSError("disk full")
 
     monkeypatch.setattr(storage, "_write_atomic", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(BadInputError, match="cannot save the model \\(disk full\\)"):  # one message, no traceback
         save_bundle(path, _model(2), META)
     monkeypatch.undo()
     assert read_meta(path) == before
