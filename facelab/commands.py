@@ -376,13 +376,9 @@ def _models_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _models_run(args: argparse.Namespace) -> int:
     """List the saved model bundles in a folder with their test figures, newest first, to compare them."""
-    from facelab.storage import default_model_dir, list_bundles
+    from facelab.storage import default_model_dir, is_number, list_bundles
 
     folder = Path(args.folder) if args.folder else default_model_dir()
     if args.folder and not folder.is_dir():
@@ -398,8 +394,8 @@ def _models_run(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(rows)} bundle(s) in {folder}:")
     for r in rows:
-        figures = [f"accuracy {r['accuracy']:.1%}" if _is_number(r["accuracy"]) else "not evaluated"]
-        figures += [f"PSNR {r['recon_psnr']:.1f} dB"] if _is_number(r["recon_psnr"]) else []
+        figures = [f"accuracy {r['accuracy']:.1%}" if is_number(r["accuracy"]) else "not evaluated"]
+        figures += [f"PSNR {r['recon_psnr']:.1f} dB"] if is_number(r["recon_psnr"]) else []
         print(f"  {r['name']}: {r['kind']}, {r['people']} people, {', '.join(figures)}, {r['created']}, {r['data']}")
     return 0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from facelab.errors import BadInputError, FaceLabError
+from facelab.storage import is_number
 
 MODEL_KINDS = ("gru", "cnn-gru", "ae-dense", "ae-conv", "ae-metric")
 CLASSIFIER_KINDS = ("gru", "cnn-gru")
@@ -158,14 +159,14 @@ def replace_config(config: Any, **overrides: Any) -> Any:
 def _check_limits(f: ConfigField, value: Any) -> None:
     if f.choices and value not in f.choices:
         raise BadInputError(f"{f.name} must be one of {', '.join(map(str, f.choices))}, not {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
             raise BadInputError(f"{f.name}={value} is outside {f.min}..{f.max}")
 
 
 def _checked(f: ConfigField, value: Any) -> Any:
     """A stored value for field `f`, refused unless it has the field's type and lies within its limits."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = is_number(value)
     ok = {bool: isinstance(value, bool), int: number and float(value).is_integer(), float: number,
           str: isinstance(value, str)}.get(f.type, True)
     if not ok:

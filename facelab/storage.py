@@ -233,7 +233,8 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """An int or float that is not a bool (JSON's true/false load as bools, which are ints in Python)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -248,13 +249,13 @@ def _is_metrics(value: object, names: object) -> bool:
     confusion, labels = value.get("confusion"), value.get("confusion_names", names)
     if confusion is not None and not (
             isinstance(confusion, list) and isinstance(labels, list) and len(confusion) == len(labels)
-            and all(isinstance(r, list) and len(r) == len(confusion) and all(map(_is_number, r)) for r in confusion)):
+            and all(isinstance(r, list) and len(r) == len(confusion) and all(map(is_number, r)) for r in confusion)):
         return False
     per_person = value.get("per_person")  # accuracies; the first bundles wrote {"accuracy": a, "faces": n}
     if per_person is not None and not (isinstance(per_person, dict) and all(
-            _is_number(v) or (isinstance(v, dict) and _is_number(v.get("accuracy"))) for v in per_person.values())):
+            is_number(v) or (isinstance(v, dict) and is_number(v.get("accuracy"))) for v in per_person.values())):
         return False
-    return all(v is None or _is_number(v) or isinstance(v, bool) for k, v in value.items()
+    return all(v is None or is_number(v) or isinstance(v, bool) for k, v in value.items()
                if k not in ("confusion", "confusion_names", "per_person")) \
         and _is_names(value.get("confusion_names", []))
 
@@ -267,18 +268,18 @@ def _malformed_fields(meta: dict) -> list[str]:
         "names": _is_names,
         "train_names": _is_names,
         "calibration_people": _is_names,
-        "fit_seconds": _is_number,
+        "fit_seconds": is_number,
         "best_epoch": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "gallery": lambda v: isinstance(v, dict) and (v.get("calibration") is None or (
-            isinstance(v["calibration"], dict) and all(x is None or _is_number(x) for x in v["calibration"].values()))),
+            isinstance(v["calibration"], dict) and all(x is None or is_number(x) for x in v["calibration"].values()))),
         "created": lambda v: isinstance(v, str),
         "data_source": lambda v: isinstance(v, str),
         "config": lambda v: isinstance(v, dict),
         "metrics": lambda v: _is_metrics(v, meta.get("names")),
         "training": lambda v: isinstance(v, dict),
-        "input_size": lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(n) and n >= 1 for n in v),
+        "input_size": lambda v: isinstance(v, list) and len(v) == 2 and all(is_number(n) and n >= 1 for n in v),
         "history": lambda v: isinstance(v, dict) and all(
-            isinstance(k, str) and isinstance(c, list) and all(x is None or _is_number(x) for x in c) for k, c in v.items()),
+            isinstance(k, str) and isinstance(c, list) and all(x is None or is_number(x) for x in c) for k, c in v.items()),
     }
     required = ("kind", "names", "input_size")  # read without a fallback
     return [key for key, ok in checks.items()

@@ -60,7 +60,7 @@ JOBS = "facelab_jobs"  # dict: train page ("gru" / "autoencoder") -> TrainingJob
 MODEL_DIR = "facelab_model_dir"  # sidebar text input: where bundles are saved
 EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Misclassified of its last test
 TEST_FACES = "facelab_test_faces"  # dict: model name -> FaceDataset, a sample of its last test faces (Identify)
-LATENT = "facelab_latent"  # dict: (page, model, data, method) -> 2-D points, so t-SNE runs once
+LATENT = "facelab_latent"  # dict: (page, model, data, method) -> (2-D points, labels), so t-SNE runs once
 TEST_SAMPLE = 200  # test faces kept per model: enough to try, small for a large test set
 DONE_MESSAGE = "facelab_done_message"  # (place, text) shown by the next run: see `rerun_with_message`
 
@@ -485,18 +485,20 @@ def embedding_space(name: str, model: Any, ds: Any, embed: Callable[[np.ndarray]
 
     method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key=f"{key}.method",
                       format_func={"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}.get)
-    shown = ds.sample(2000)  # a cap keeps t-SNE and the browser responsive
-    # Per-session memo: t-SNE takes seconds and must not rerun when another widget on the page moves.
+    # Per-session memo of the points and their labels: t-SNE takes seconds, and neither it nor drawing the sample
+    # must run again when another widget on the page moves.
     memo = st.session_state.setdefault(LATENT, {})
-    memo_key = (key, name, id(model), shown.source, len(shown.images), method)
+    memo_key = (key, name, id(model), ds.source, len(ds.images), method)
     if memo_key not in memo:
+        shown = ds.sample(2000)  # a cap keeps t-SNE and the browser responsive
         with st.spinner("Encoding and projecting..."):
             try:
-                memo[memo_key] = reconstruction.project_codes(embed(shown.images), method)
+                memo[memo_key] = (reconstruction.project_codes(embed(shown.images), method), shown.labels)
             except FaceLabError as err:
                 show_error(err)
                 return
-    st.plotly_chart(plots.latent_scatter(memo[memo_key], shown.labels, shown.names, title=f"{what} of {name} ({method})"),
+    points, labels = memo[memo_key]
+    st.plotly_chart(plots.latent_scatter(points, labels, ds.names, title=f"{what} of {name} ({method})"),
                     key=f"{key}.chart")
 
 

@@ -14,7 +14,7 @@ st.caption(f"Model folder: `{folder}` (change it in the sidebar). Every finished
 
 def _metric(metrics: dict, key: str) -> float | None:
     value = metrics.get(key)
-    return round(float(value), 4) if isinstance(value, (int, float)) else None
+    return round(float(value), 4) if storage.is_number(value) else None
 
 
 st.subheader("Saved bundles")

@@ -190,7 +190,7 @@ def test_training_two_epochs_fills_curves_and_session():
     wrong = round((1 - model.metrics_["accuracy"]) * len(job.split.test.images))
     assert f"Misclassified: {wrong} of {len(job.split.test.images)} test faces" in [s.value for s in at.subheader]
     # The classifier's embedding space: one 2-D point per face of the data set.
-    points = [v for k, v in at.session_state[ui.LATENT].items() if k[0] == "evaluate.latent"]
+    points = [v[0] for k, v in at.session_state[ui.LATENT].items() if k[0] == "evaluate.latent"]
     assert len(points) == 1 and points[0].shape == (len(at.session_state[ui.DATASET].images), 2)
     go(at, "pages/identify.py")  # its test faces can be tried without a photo
     at.radio(key="identify.source").set_value("Test faces").run()
