@@ -39,24 +39,26 @@ def _data_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _commands() -> dict[str, Command]:
+def _commands() -> tuple[dict[str, Command], frozenset[str]]:
+    """Every sub-command, and the names of those that need Keras."""
     commands: dict[str, Command] = {"data": (_data_args, _data_run)}
     try:
-        from facelab.commands import COMMANDS  # train / evaluate / identify, added by the model modules
+        from facelab.commands import COMMANDS, MODEL_COMMANDS  # train / evaluate / identify, ...
     except ImportError:
-        COMMANDS = {}
+        COMMANDS, MODEL_COMMANDS = {}, frozenset()
     commands.update(COMMANDS)
-    return commands
+    return commands, MODEL_COMMANDS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facelab", description="FaceLab face recognition lab")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_args, run) in _commands().items():
+    commands, model_commands = _commands()
+    for name, (add_args, run) in commands.items():
         p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None)
         add_args(p)
-        p.set_defaults(run=run)
+        p.set_defaults(run=run, needs_models=name in model_commands)
     return parser
 
 
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn a `FaceLabError` into one message on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if args.needs_models and not args.verbose:
+        from facelab.device import start_backend_quietly
+
+        start_backend_quietly()
     try:
         return args.run(args)
     except FaceLabError as err:

@@ -169,7 +169,7 @@ def _train_run(args: argparse.Namespace) -> int:
     else:
         acc = f", test accuracy {metrics['accuracy']:.1%} on {result['n_test']} faces" if metrics else ""
         print(f"trained {args.kind} on {result['n_train']} faces of {ds.n_people} people in {seconds:.0f} s "
-              f"({result['epochs_run']} epochs){acc}; saved to {path}")
+              f"({result['epochs_run']} epoch{'s' if result['epochs_run'] != 1 else ''}){acc}; saved to {path}")
         calibration = getattr(getattr(model, "gallery_", None), "calibration", None)
         if calibration is not None:
             print(calibration.describe())
@@ -433,6 +433,8 @@ def _live_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that build or load models: the CLI starts Keras quietly before them (see `start_backend_quietly`).
+MODEL_COMMANDS = frozenset({"live", "enrol", "train", "evaluate", "identify"})
 COMMANDS = {
     "capture": (_capture_args, _capture_run),
     "live": (_live_args, _live_run),

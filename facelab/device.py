@@ -75,6 +75,31 @@ def device_info() -> DeviceInfo:
     return DeviceInfo("CPU", f"{os.cpu_count() or 1} cores", None, backend)
 
 
+def start_backend_quietly() -> None:
+    """Import Keras with its backend's C++ start-up log (oneDNN notes, CUDA probing) kept off stderr.
+
+    TensorFlow writes those lines before its logging can be configured, so `TF_CPP_MIN_LOG_LEVEL` alone does
+    not hide them; the CLI calls this unless `--verbose`, so a command prints its answer and nothing else.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe logs its failure on a machine without GPU
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def configure_device(mixed_precision: bool = False) -> DeviceInfo:
     """Turn on GPU memory growth (TensorFlow) and optionally mixed precision; return the device."""
     import keras

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import cv2
 import pytest
 
 from facelab.cli import main
+from tests.conftest import ROOT
 from tests.helpers import photo_with_faces
 
 KEYS = {"model", "data", "people", "n_train", "n_test", "accuracy", "top5", "train_seconds", "infer_ms_per_face",
@@ -190,3 +193,13 @@ def test_live_names_the_people_of_the_webcam_feed_and_writes_the_annotated_video
     assert "notes.txt" in capsys.readouterr().err and not (tmp_path / "y.mp4").exists()
     assert main(["live", str(bundle), "--camera", str(feed), "--out", str(not_video / "z.mp4")]) == 2  # under a file
     assert "notes.txt is not a folder" in capsys.readouterr().err
+
+
+def test_a_model_command_prints_its_message_without_backend_start_up_lines(tmp_path):
+    # TensorFlow logs oneDNN and CUDA-probe lines at import, before its log level applies; the CLI hides them
+    # unless -v, so an error is the only line on stderr.
+    run = lambda *a: subprocess.run([sys.executable, "-m", "facelab", *a], capture_output=True, text=True,  # noqa: E731
+                                    cwd=ROOT, timeout=300)
+    quiet = run("identify", str(tmp_path), str(tmp_path / "x.jpg"))
+    assert quiet.returncode == 2
+    assert quiet.stderr.splitlines() == [f"error: {tmp_path}: not a FaceLab model bundle (no meta.json)"]
