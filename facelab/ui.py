@@ -318,12 +318,24 @@ def split_form(ds: Any, key: str) -> Callable[[], Any]:
         return lambda: split_dataset(ds)
     fewest = min(ds.counts().values())
     cols = st.columns(3)
-    k = cols[0].slider("training faces per person (K)", 1, max(1, fewest - 1), min(5, max(1, fewest - 1)),
-                       key=f"{key}.k", help="the rest of each person's faces are the test set")
-    val = cols[1].slider("of which for validation", 0, max(0, k - 1), min(1, k - 1), key=f"{key}.val",
-                         help="validation faces choose the best epoch; test faces are only for reporting")
+    with cols[0]:
+        k = _count_slider("training faces per person (K)", 1, fewest - 1, 5, f"{key}.k",
+                          "the rest of each person's faces are the test set")
+    with cols[1]:
+        val = _count_slider("of which for validation", 0, k - 1, 1, f"{key}.val",
+                            "validation faces choose the best epoch; test faces are only for reporting")
     seed = cols[2].number_input("split seed", 0, 10_000, 0, key=f"{key}.seed")
     return lambda: split_dataset(ds, train_per_person=k, val_per_person=val, seed=int(seed))
+
+
+def _count_slider(label: str, lo: int, hi: int, preferred: int, key: str, help_: str) -> int:
+    """An int slider from `lo` to `hi`; when the data leave one choice, that choice as a caption (a slider whose
+    ends meet is an error in Streamlit)."""
+    hi = max(lo, hi)
+    if hi == lo:
+        st.caption(f"{label}: {lo} (the person with the fewest faces leaves no other choice)")
+        return lo
+    return int(st.slider(label, lo, hi, min(max(preferred, lo), hi), key=key, help=help_))
 
 
 def collect_finished() -> None:

@@ -156,6 +156,18 @@ def test_settings_changed_from_the_preset_are_named_and_can_be_reset():
     assert not any("Changed from the preset" in c.value for c in at.caption)
 
 
+def test_split_sliders_take_data_with_two_faces_per_person(olivetti):
+    # One training face per person is the only split; a slider from 1 to 1 would be an error in Streamlit.
+    at = new_app()
+    at.session_state[ui.DATASET] = olivetti.subset(
+        np.concatenate([np.flatnonzero(olivetti.labels == p)[:2] for p in range(5)]))
+    for page in ("pages/train_gru.py", "pages/train_autoencoder.py"):
+        go(at, page)
+        captions = [c.value for c in at.caption]
+        assert "training faces per person (K): 1 (the person with the fewest faces leaves no other choice)" in captions
+        assert any(c.startswith("of which for validation: 0") for c in captions)
+
+
 def test_a_model_folder_that_cannot_take_the_bundle_is_refused_before_training(tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("FACELAB_MODEL_DIR", str(tmp_path / "a-file"))  # the sidebar's default model folder
