@@ -21,8 +21,6 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +31,7 @@ from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import IMAGE_SUFFIXES, read_image
 from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image, to_face  # noqa: F401  (the crop rule)
+from facelab.zips import extract_entry, open_zip
 
 log = logging.getLogger(__name__)
 
@@ -338,11 +337,8 @@ def _assemble(per_person: dict[str, list[tuple[np.ndarray, str]]], skipped: list
 
 def safe_extract_zip(zip_path: str | Path, dest: Path) -> None:
     """Extract a zip refusing absolute paths, `..`, links, too many files and zip bombs."""
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise BadInputError(f"{Path(zip_path).name}: not a readable zip file ({err})") from None
-    with archive:
+    label = Path(zip_path).name
+    with open_zip(zip_path, label) as archive:
         members = archive.infolist()
         if len(members) > ZIP_MAX_FILES:
             raise BadInputError(f"zip holds {len(members)} files; the limit is {ZIP_MAX_FILES}")
@@ -361,20 +357,8 @@ def safe_extract_zip(zip_path: str | Path, dest: Path) -> None:
                                     f"{m.compress_size / 2**10:.0f} KiB; refused as a zip bomb")
         written = 0
         for m in members:
-            if m.is_dir():
-                continue
-            target = dest / m.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # The header's sizes can lie: count what really comes out while copying.
-            try:
-                with archive.open(m) as src, open(target, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > ZIP_MAX_BYTES:
-                            raise BadInputError("zip unpacks to more than its stated size; refused as a zip bomb")
-                        out.write(chunk)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-                raise BadInputError(f"{Path(zip_path).name}: corrupt zip entry {m.filename!r} ({err})") from None
+            if not m.is_dir():
+                written += extract_entry(archive, m, dest / m.filename, label, ZIP_MAX_BYTES - written)
 
 
 def load_zip(zip_path: str | Path, image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:

@@ -25,7 +25,6 @@ import shutil
 import tempfile
 import time
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from facelab import __version__
 from facelab.errors import BadInputError, FaceLabError
+from facelab.zips import extract_entry, open_zip
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +367,8 @@ def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upl
     as bundle metadata. Replaces `dest` only once the new bundle is complete.
     """
     label = Path(source).name if isinstance(source, (str, Path)) else name
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise BadInputError(f"{label}: not a FaceLab model export (not a readable zip: {err})") from None
     dest = Path(dest)
-    with archive:
+    with open_zip(source, label, "not a FaceLab model export, not a readable zip") as archive:
         members = {m.filename: m for m in archive.infolist()}
         if META_FILE not in members:
             raise BadInputError(f"{label}: not a FaceLab model export (no {META_FILE} inside)")
@@ -385,19 +381,17 @@ def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upl
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.import-", dir=dest.parent))
         try:
             try:
-                (tmp / META_FILE).write_bytes(archive.read(META_FILE))
+                written = extract_entry(archive, members[META_FILE], tmp / META_FILE, label, EXPORT_MAX_BYTES)
                 meta = read_meta(tmp)
                 wanted = {n for n in meta["files"].values() if n}
                 missing = wanted - members.keys()
                 if missing:
                     raise BadInputError(f"{label}: the export lacks {', '.join(sorted(missing))}")
                 for member in wanted:
-                    with archive.open(member) as src, open(tmp / member, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                    written += extract_entry(archive, members[member], tmp / member, label,
+                                             EXPORT_MAX_BYTES - written)
             except BadInputError as err:  # name the upload, not the temporary folder it is checked in
                 raise BadInputError(str(err).replace(str(tmp), label)) from None
-            except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-                raise BadInputError(f"{label}: corrupt zip ({err})") from None
             if dest.exists():
                 read_meta(dest)  # only ever replace another bundle
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

@@ -1,4 +1,4 @@
-"""Small builders shared by tests: photos made from real Olivetti faces."""
+"""Small builders shared by tests: photos made from real Olivetti faces, damaged zips."""
 
 from __future__ import annotations
 
@@ -17,3 +17,14 @@ def photo_with_faces(faces: list[np.ndarray], width: int = 320, height: int = 24
         frame[top: top + face_px, left: left + face_px] = cv2.resize(face, (face_px, face_px),
                                                                      interpolation=cv2.INTER_CUBIC)
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+def patch_zip_headers(data: bytes, local: int, central: int, value: int) -> bytes:
+    """The zip with a 2-byte field of every entry's local and central header (at those offsets) set to `value`."""
+    out = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        start = out.find(signature)
+        while start != -1:
+            out[start + offset:start + offset + 2] = value.to_bytes(2, "little")
+            start = out.find(signature, start + 4)
+    return bytes(out)

@@ -23,7 +23,7 @@ from facelab.data import (
     split_dataset,
 )
 from facelab.errors import BadInputError, FaceLabError
-from tests.helpers import photo_with_faces
+from tests.helpers import patch_zip_headers, photo_with_faces
 
 
 def test_olivetti_from_shared_folder(olivetti_dir):
@@ -278,3 +278,23 @@ def test_an_uploaded_csv_loads_under_its_own_name(olivetti_uint8):
     faces, _ = olivetti_uint8
     ds = load_upload("../my fer.csv", _fer_csv(faces).encode())
     assert len(ds.images) > 0 and "my_fer.csv" in ds.source and ".." not in ds.source
+
+
+def test_odd_zips_are_refused_with_a_message(olivetti_uint8, tmp_path):
+    faces, _ = olivetti_uint8
+    good = {f"{p}/{j}.png": _png(faces[k * 10 + j]) for k, p in enumerate("ab") for j in range(3)}
+    stored = io.BytesIO()
+    with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in good.items():
+            zf.writestr(name, data)
+    cases = {
+        "encrypted": (patch_zip_headers(stored.getvalue(), 6, 8, 0x1), "cannot be read .*encrypted"),  # flag bit 0
+        "method 99": (patch_zip_headers(stored.getvalue(), 8, 10, 99), "cannot be read .*compression"),
+        "file beside folder": (_zip_of({"a": b"x", **good}), "cannot be unpacked"),
+        "long name": (_zip_of({**good, "b/" + "x" * 300 + ".png": _png(faces[0])}), "cannot be unpacked"),
+    }
+    for case, (data, message) in cases.items():
+        path = tmp_path / f"{case}.zip"
+        path.write_bytes(data)
+        with pytest.raises(BadInputError, match=f"^{case}.zip: .*{message}"):
+            load_dataset(str(path))

@@ -13,6 +13,7 @@ from facelab import storage
 from facelab.errors import BadInputError, FaceLabError
 from facelab.registry import MODEL_KINDS, bundle_kind, config_fields, load_model
 from facelab.storage import export_bundle, import_bundle, list_bundles, load_bundle, read_meta, save_bundle
+from tests.helpers import patch_zip_headers
 
 
 def _model(seed: int = 0):
@@ -155,6 +156,9 @@ def test_export_import_zip(tmp_path, faces):
         import_bundle(bytes(damaged), tmp_path / "evil", name="my.zip")
     with pytest.raises(BadInputError, match="^my.zip/meta.json: unreadable"):  # the upload is named, not a temp folder
         import_bundle(_zip({"meta.json": b"\xff\xfe"}), tmp_path / "evil", name="my.zip")
+    encrypted = patch_zip_headers(_zip({"meta.json": json.dumps(read_meta(path)).encode()}), 6, 8, 0x1)
+    with pytest.raises(BadInputError, match="^my.zip: zip entry 'meta.json' cannot be read .*encrypted"):
+        import_bundle(encrypted, tmp_path / "evil", name="my.zip")
     assert not (tmp_path / "evil").exists()
 
 
