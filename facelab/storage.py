@@ -222,8 +222,7 @@ def read_meta(path: str | Path) -> dict:
     files = meta.get("files")
     if not isinstance(files, dict) or not isinstance(files.get("model"), str) or not meta.get("kind"):
         raise BadInputError(f"{folder}: bundle metadata is incomplete (kind or model file missing)")
-    for key in ("model", "extras"):
-        name = files.get(key)
+    for name in files.values():  # every one, since export copies them all
         if name is not None and (not isinstance(name, str) or Path(name).name != name or name.startswith(".")):
             raise BadInputError(f"{folder}: bundle metadata names an unsafe file {name!r}")
     bad = _malformed_fields(meta)
@@ -331,9 +330,9 @@ def list_bundles(folder: str | Path) -> list[dict]:
             meta = read_meta(sub)
         except BadInputError:
             continue
-        found.append({"path": sub, "name": sub.name, "kind": meta["kind"], "created": meta.get("created", ""),
+        found.append({"path": sub, "name": sub.name, "kind": meta["kind"], "created": meta.get("created") or "",
                       "people": len(meta.get("names") or []), "metrics": meta.get("metrics") or {},
-                      "data_source": meta.get("data_source", ""), "history": meta.get("history") or {}})
+                      "data_source": meta.get("data_source") or "", "history": meta.get("history") or {}})
     return sorted(found, key=lambda b: b["created"], reverse=True)
 
 
@@ -349,11 +348,14 @@ def export_bundle(path: str | Path, dest: str | Path | None = None) -> bytes:
     folder = Path(path)
     meta = read_meta(folder)
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.write(folder / META_FILE, META_FILE)
-        for name in meta["files"].values():
-            if name:
-                zf.write(folder / name, name)
+    try:
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.write(folder / META_FILE, META_FILE)
+            for name in meta["files"].values():
+                if name:
+                    zf.write(folder / name, name)
+    except OSError as err:  # a file the metadata names is gone or unreadable
+        raise BadInputError(f"{folder}: cannot export the bundle ({err.strerror or err}: {err.filename})") from None
     data = buf.getvalue()
     if dest is not None:
         _write_atomic(Path(dest), data)

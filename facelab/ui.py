@@ -191,7 +191,7 @@ def load_with_progress(loader: Callable[..., Any], *args: Any):
 
     try:
         return loader(*args, _progress=progress)
-    except FaceLabError as err:
+    except Exception as err:  # noqa: BLE001  a file from anywhere: a message (and the log), never a traceback
         show_error(err)
         return None
     finally:

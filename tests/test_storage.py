@@ -112,6 +112,17 @@ def test_refuses_foreign_and_corrupt_bundles(tmp_path):
     (path / "meta.json").write_text(json.dumps({**meta, "metrics": {"per_person": {"a": {"accuracy": 0.5, "faces": 2}},
                                                                     "confusion": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}}))
     assert read_meta(path)["metrics"]["per_person"]["a"]["accuracy"] == 0.5
+    # null where a default exists reads as the default, in listings too (null sorted against dates crashed them).
+    (path / "meta.json").write_text(json.dumps({**meta, "created": None, "data_source": None}))
+    assert [(b["created"], b["data_source"]) for b in list_bundles(tmp_path)] == [("", "")]
+    # Every file the metadata names is checked (an export copies them all), and a missing one is a message.
+    (path / "meta.json").write_text(json.dumps({**meta, "files": {**meta["files"], "notes": "../../etc/passwd"}}))
+    with pytest.raises(BadInputError, match="unsafe file '../../etc/passwd'"):
+        export_bundle(path)
+    (path / "meta.json").write_text(json.dumps(meta))
+    model_file.unlink()
+    with pytest.raises(BadInputError, match="cannot export the bundle .*model.keras"):
+        export_bundle(path)
     # a non-empty folder that is not a bundle is never overwritten
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("mine")
