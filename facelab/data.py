@@ -31,6 +31,7 @@ from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import IMAGE_SUFFIXES, read_image
 from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image, to_face  # noqa: F401  (the crop rule)
+from facelab.recognition import is_reserved_name
 from facelab.zips import extract_entry, open_zip
 
 log = logging.getLogger(__name__)
@@ -317,6 +318,10 @@ def _assemble(per_person: dict[str, list[tuple[np.ndarray, str]]], skipped: list
               image_size: int) -> FaceDataset:
     names, faces, labels, paths = [], [], [], []
     for name, items in per_person.items():
+        if is_reserved_name(name):  # it would read as "nobody known" in every answer
+            skipped.append(SkippedFile(name + "/", f"{name!r} is the answer for faces nobody knows, not a person's "
+                                                   "name; rename the folder to use its images"))
+            continue
         if len(items) < 2:
             skipped.append(SkippedFile(name + "/", f"person {name!r} has {len(items)} usable image(s); at least 2 are needed"))
             continue

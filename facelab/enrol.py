@@ -33,7 +33,7 @@ from facelab.images import read_image
 from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
 from facelab.preprocess import CROP_MAX_SIDE, Box, FaceDetector, to_face, to_grey
-from facelab.recognition import UNKNOWN
+from facelab.recognition import is_reserved_name
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,14 @@ def check_boxes(boxes: list[Box], frame_shape: tuple[int, int], config: EnrolCon
     return None
 
 
-def check_name(name: str, existing: list[str] | tuple[str, ...] = ()) -> str:
+def check_name(name: str) -> str:
     """A cleaned person name, or a `BadInputError` saying what is wrong with it."""
     clean = " ".join(str(name).split())
     if not clean:
         raise BadInputError("enter a name for the new person")
     if len(clean) > MAX_NAME_LENGTH:
         raise BadInputError(f"name {clean[:20]!r}... is {len(clean)} characters; at most {MAX_NAME_LENGTH}")
-    if clean.lower() == UNKNOWN:
+    if is_reserved_name(clean):
         raise BadInputError(f"{clean!r} is reserved for faces nobody knows; choose another name")
     return clean
 

@@ -20,7 +20,7 @@ import numpy as np
 from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
 from facelab.preprocess import to_face
-from facelab.recognition import UNKNOWN, Identification
+from facelab.recognition import UNKNOWN, Identification, is_reserved_name
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ def _as_list(faces: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray] |
 
 def _check_name(name: str) -> str:
     name = str(name).strip()
-    if not name or name == UNKNOWN:
+    if not name or is_reserved_name(name):
         raise FaceLabError(f"a person needs a name other than {UNKNOWN!r} and the empty string")
     return name
 

@@ -10,6 +10,11 @@ import numpy as np
 UNKNOWN = "unknown"
 
 
+def is_reserved_name(name: str) -> bool:
+    """True for "unknown" in any case or spacing: the answer for faces nobody knows can name no person."""
+    return " ".join(str(name).split()).lower() == UNKNOWN
+
+
 @dataclass(frozen=True)
 class Identification:
     """The answer for one face: a name (or "unknown"), a confidence in [0, 1] and the best candidates."""

@@ -120,6 +120,12 @@ def test_folder_needs_two_people_with_two_images(olivetti_uint8, tmp_path):
     ds = load_dataset(str(tmp_path))
     assert ds.names == ["only", "third"]
     assert any("'single' has 1 usable image" in s.reason for s in ds.skipped)
+    # "unknown" is every recogniser's answer for strangers: a folder of that name is no person (a gallery refused
+    # it only after a whole training).
+    _write_people(tmp_path, faces, {"Unknown": [30, 31, 32]})
+    ds = load_dataset(str(tmp_path))
+    assert ds.names == ["only", "third"]
+    assert any(s.path == "Unknown/" and "rename the folder" in s.reason for s in ds.skipped)
 
 
 def _zip_of(entries: dict[str, bytes]) -> bytes:
