@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from facelab import FACE_SIZE
-from facelab.data import DataSplit, FaceDataset
+from facelab.data import DataSplit, FaceDataset, split_dataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import read_image
 from facelab.jobs import TrainingJob
@@ -403,13 +403,15 @@ class FineTuneStatus:
 
 
 class FineTuneJob(TrainingJob):
-    """A `TrainingJob` for enrolment: fine-tunes a new classifier; the page polls `status()` and swaps in `result`."""
+    """A `TrainingJob` for enrolment: fine-tunes a new classifier; the page polls `status()` and swaps in `result`.
 
-    def __init__(self, make_model: Callable[[], Any], split: DataSplit, init_from: Any = None) -> None:
-        super().__init__("fine-tune", make_model(), split, folder=None, evaluate=False, init_from=init_from)
+    With `save_as` the thread saves the new bundle there; a failed save keeps the model (`save_error` says why).
+    """
 
-    def join(self, timeout: float | None = None) -> None:
-        self.wait(timeout)
+    def __init__(self, make_model: Callable[[], Any], split: DataSplit, init_from: Any = None,
+                 save_as: Path | None = None) -> None:
+        super().__init__(save_as.name if save_as else "fine-tune", make_model(), split,
+                         folder=save_as.parent if save_as else None, evaluate=False, init_from=init_from)
 
     def status(self) -> FineTuneStatus:
         progress, _ = self.snapshot()
@@ -418,13 +420,24 @@ class FineTuneJob(TrainingJob):
         return FineTuneStatus(self.running, epoch, epochs, end - self.started, self.error)
 
 
-def start_fine_tune(classifier: Any, split: DataSplit, name: str, faces: np.ndarray, epochs: int | None = None) -> FineTuneJob:
+def fine_tune_split(classifier: Any, ds: FaceDataset | None, label: str, person: str) -> DataSplit:
+    """What a classifier named `label` is fine-tuned on when `person` joins: the data set it was trained on (it
+    must be the loaded one), split as the Train pages' default does (5 training faces per person, 1 validates)."""
+    if ds is None or list(ds.names) != list(classifier.names_):
+        raise FaceLabError(f"load the data set {label} was trained on (Data page) to retrain it with "
+                           f"{person.strip() or 'the new person'}")
+    return split_dataset(ds, train_per_person=5, val_per_person=1)
+
+
+def start_fine_tune(classifier: Any, split: DataSplit, name: str, faces: np.ndarray, epochs: int | None = None,
+                    save_as: Path | None = None) -> FineTuneJob:
     """Fine-tune a NEW classifier on `split` plus `name`'s faces, in a thread, starting from `classifier`'s
-    weights (its output layer grows by one person; `epochs` may shorten the recipe). `classifier` keeps
-    serving until the result is swapped in: a model a stream uses is never changed in place.
+    weights (its output layer grows by one person; `epochs` may shorten the recipe; `save_as` a bundle path the
+    thread saves it to). `classifier` keeps serving until the result is swapped in: a model a stream uses is never
+    changed in place.
     """
     if not hasattr(classifier, "with_config"):
         raise FaceLabError(f"{getattr(classifier, 'kind', type(classifier).__name__)} models cannot be fine-tuned")
     grown = enlarged_split(split, name, faces)
     overrides = {"epochs": int(epochs)} if epochs else {}
-    return FineTuneJob(lambda: classifier.with_config(**overrides), grown, init_from=classifier).start()
+    return FineTuneJob(lambda: classifier.with_config(**overrides), grown, init_from=classifier, save_as=save_as).start()

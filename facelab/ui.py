@@ -62,7 +62,7 @@ EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Mi
 TEST_FACES = "facelab_test_faces"  # dict: model name -> FaceDataset, a sample of its last test faces (Identify)
 LATENT = "facelab_latent"  # dict: (page, model, data, method) -> (2-D points, labels), so t-SNE runs once
 TEST_SAMPLE = 200  # test faces kept per model: enough to try, small for a large test set
-DONE_MESSAGE = "facelab_done_message"  # (place, text) shown by the next run: see `rerun_with_message`
+DONE_MESSAGE = "facelab_done_message"  # (place, text, is_error) shown by the next run: see `rerun_with_message`
 
 PAGE_DATA = "pages/data.py"
 PAGE_TRAIN_GRU = "pages/train_gru.py"
@@ -592,20 +592,21 @@ def confirmed(key: str, item: str, question: str, yes: str) -> bool:
     return False
 
 
-def rerun_with_message(place: str, text: str, forget: str | None = None) -> None:
+def rerun_with_message(place: str, text: str, forget: str | None = None, error: bool = False) -> None:
     """Rerun the page at once, so nothing the action changed is left drawn stale (crops that were just added,
-    a person just removed), and show `text` where the page calls `show_message(place)`. Widget values whose
-    keys start with `forget` are dropped (e.g. the ticks of crops that are gone, so the next ones start ticked)."""
+    a person just removed), and show `text` (a success, or an error) where the page calls `show_message(place)`.
+    Widget values whose keys start with `forget` are dropped (e.g. the ticks of crops that are gone, so the next
+    ones start ticked)."""
     if forget:
         for key in [k for k in st.session_state if str(k).startswith(forget)]:
             del st.session_state[key]
-    st.session_state[DONE_MESSAGE] = (place, text)
+    st.session_state[DONE_MESSAGE] = (place, text, error)
     st.rerun()
 
 
 def show_message(place: str) -> None:
-    """The success message `rerun_with_message` left for this place, once."""
+    """The message `rerun_with_message` left for this place, once."""
     message = st.session_state.get(DONE_MESSAGE)
     if message and message[0] == place:
         del st.session_state[DONE_MESSAGE]
-        st.success(message[1])
+        (st.error if message[2] else st.success)(message[1])

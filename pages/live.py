@@ -6,12 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from facelab import registry, storage, ui
-from facelab.data import split_dataset
 from facelab.enrol import (
     EnrolConfig,
     FaceCapture,
     add_person,
+    check_name,
     crops_from_photos,
+    fine_tune_split,
     remove_person,
     save_model,
     start_fine_tune,
@@ -184,30 +185,25 @@ if faces is not None and len(faces):
         f"Add {person or 'the person'}", key="live.enrol.add", type="primary", icon=":material/person_add:"
     ):
         try:
+            # Everything that can refuse is checked before the gallery changes: a refusal after it would leave the
+            # crops and the Add button on the page, and a second press would add them twice.
+            split = fine_tune_split(classifiers[tune], ui.dataset(), tune, person) if tune else None
+            messages = []
             if gallery_model:
                 new = add_person(model, person, chosen, config)
                 path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
                 ui.add_model(name, new, path)
                 live.set_recognizer(new.recognizer(threshold), name)
-                added = f"Added {person.strip()} ({len(chosen)} crops); saved to {path}."
+                messages.append(f"Added {check_name(person)} ({len(chosen)} crops); saved to {path}.")
             if tune:
-                ds = ui.dataset()
-                if ds is None or list(ds.names) != list(classifiers[tune].names_):
-                    raise FaceLabError(
-                        f"load the data set {tune} was trained on (Data page) to retrain it with "
-                        f"{person.strip() or 'the new person'}"
-                    )
-                split = split_dataset(ds, train_per_person=5, val_per_person=1)
-                st.session_state[FINE_TUNE] = (
-                    ui.unique_name(f"{tune}-{person}"),
-                    start_fine_tune(classifiers[tune], split, person, chosen),
-                )
+                new_name = ui.unique_name(f"{tune}-{check_name(person)}")
+                job = start_fine_tune(classifiers[tune], split, person, chosen, save_as=ui.model_dir() / new_name)
+                st.session_state[FINE_TUNE] = (new_name, job)
+                messages.append(f"Retraining {tune} with {check_name(person)} as {new_name}...")
             live.start_capture(None)
             st.session_state.pop(CAPTURE, None)
             st.session_state[ADDED_PHOTOS] = [p.file_id for p in photos] if source == "Photos" else None
-            # A rerun takes the added crops and the Add button off the page: a second press would add them twice.
-            ui.rerun_with_message("live.enrol", added if gallery_model else f"Retraining {tune} with {person.strip()}...",
-                                  forget="live.enrol.keep.")
+            ui.rerun_with_message("live.enrol", " ".join(messages), forget="live.enrol.keep.")
         except FaceLabError as err:
             ui.show_error(err)
 ui.show_message("live.enrol")
@@ -215,22 +211,28 @@ ui.show_message("live.enrol")
 
 @st.fragment(run_every=1.0)
 def fine_tune_progress() -> None:
-    new_name, job = st.session_state[FINE_TUNE]
+    running = st.session_state.get(FINE_TUNE)
+    if running is None:  # ended at an earlier tick: the timer may fire once more before the full rerun
+        return
+    new_name, job = running
     status = job.status()
     if status.running:
         st.progress(status.epoch / max(status.epochs, 1), f"Fine-tuning {new_name}: epoch {status.epoch}/{status.epochs}")
         return
-    st.session_state.pop(FINE_TUNE)
-    if status.error or job.result is None:
-        st.error(status.error or "retraining stopped without a model")
-        return
-    path = save_model(job.result, ui.model_dir() / new_name)
-    ui.add_model(new_name, job.result, path, activate=False)  # the stream keeps its model until one is picked
-    st.success(f"Fine-tuned {new_name} in {status.elapsed_s:.0f} s; pick it above to use it. Saved to {path}.")
+    del st.session_state[FINE_TUNE]
+    if job.result is None:
+        ui.rerun_with_message("live.fine_tune", status.error or "retraining stopped without a model", error=True)
+    ui.add_model(new_name, job.result, job.path, activate=False)  # the stream keeps its model until one is picked
+    if job.save_error:
+        ui.rerun_with_message("live.fine_tune", f"Fine-tuned {new_name} in {status.elapsed_s:.0f} s, kept in this "
+                              f"session: {job.save_error}. Save it from the Models page.", error=True)
+    ui.rerun_with_message("live.fine_tune", f"Fine-tuned {new_name} in {status.elapsed_s:.0f} s; pick it above to use "
+                          f"it. Saved to {job.path}.")
 
 
 if FINE_TUNE in st.session_state:
     fine_tune_progress()
+ui.show_message("live.fine_tune")
 
 if gallery_model:
     st.subheader("Remove a person")

@@ -516,7 +516,7 @@ def test_enlarged_split(olivetti):
     assert len(grown.test.images) == len(split.test.images)
 
 
-def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic):
+def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic, tmp_path):
     from facelab.data import split_dataset
     from facelab.enrol import start_fine_tune
     from facelab.registry import config_for, create_model
@@ -524,10 +524,12 @@ def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic):
     split = split_dataset(synthetic, train_per_person=5, val_per_person=1)
     old = create_model(config_for("gru", epochs=1, units=16, augment=False)).fit(split)
     ada = synthetic.images[synthetic.labels == 0][:6]  # any six faces stand for the new person here
-    job = start_fine_tune(old, split, "Ada", ada, epochs=2)
-    job.join(120)
+    (tmp_path / "a-file").write_text("not a folder")
+    job = start_fine_tune(old, split, "Ada", ada, epochs=2, save_as=tmp_path / "a-file" / "synth-Ada")
+    job.wait(120)
     status = job.status()
     assert not status.running and status.error is None and status.epochs == 2
+    assert job.path is None and "not a writable folder" in job.save_error  # unsaved, but the model is kept
     new = job.result
     assert new is not old and new.names_[-1] == "Ada" and len(new.names_) == 13
     assert "Ada" not in old.names_ and old.keras_model_ is not new.keras_model_

@@ -198,12 +198,18 @@ def test_retraining_a_classifier_with_the_new_person_runs_in_the_background(
     photos = [(f"ada{i}.png", png(place_faces([faces[390 + i]], side=200)), "image/png") for i in range(4)]
     at.file_uploader(key="live.enrol.photos").set_value(photos).run()
     at.selectbox(key="live.enrol.tune").set_value("synth-gru").run()
+    # Without the classifier's data set nothing changes, the gallery included (a second press would add twice).
+    at.session_state[ui.DATASET] = None
+    at.button(key="live.enrol.add").click().run()
+    assert any("load the data set synth-gru was trained on" in e.value for e in at.error)
+    assert "Ada" not in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names
+    at.session_state[ui.DATASET] = synthetic
     at.button(key="live.enrol.add").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     new_name, job = at.session_state["live.fine_tune"]
     assert new_name == "synth-gru-Ada"
     assert "Ada" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names  # the gallery at once
-    job.join(120)
+    job.wait(120)
     at.run()
     assert not at.exception and any("Fine-tuned synth-gru-Ada" in s.value for s in at.success)
     retrained = at.session_state[ui.MODELS]["synth-gru-Ada"]
