@@ -28,7 +28,7 @@ import numpy as np
 from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
 from facelab.preprocess import Box, FaceDetector, align_face, to_grey
-from facelab.recognition import UNKNOWN, Identification, Recognizer
+from facelab.recognition import Identification, Recognizer
 
 if TYPE_CHECKING:  # av comes with streamlit-webrtc; only the webcam path needs it
     import av
@@ -174,8 +174,10 @@ def _majority(answers: deque[Identification], shown: str | None) -> Identificati
     votes = Counter(a.name for a in answers)
     top = max(votes.values())
     name = shown if votes.get(shown) == top else next(a.name for a in reversed(answers) if votes[a.name] == top)
-    confidence = float(np.mean([a.confidence for a in answers if a.name == name]))
-    return Identification(name, confidence, name != UNKNOWN, list(answers[-1].top))
+    chosen = [a for a in answers if a.name == name]
+    confidence = float(np.mean([a.confidence for a in chosen]))
+    # Known as the answers said: "face" (no model to name it) is not a known person either.
+    return Identification(name, confidence, chosen[-1].known, list(answers[-1].top))
 
 
 def box_overlap(a: Box, b: Box) -> float:
@@ -319,11 +321,11 @@ class LiveRecognizer:
         t2 = time.perf_counter()
         timings["align"] = (t2 - t1) * 1e3
 
-        # The lock covers only the model call: a swap waits at most one identify, never a whole frame.
+        # The lock only takes a snapshot: recognisers are swapped, never changed, so the model call runs outside
+        # it and the page's thread (stats, a new threshold) never waits on a frame's inference.
         with self._lock:
             recognizer, model_name, capture, smoother = self._recognizer, self._model_name, self._capture, self._smoother
-            ids = _identify(recognizer, faces)
-        ids = smoother.update(boxes, ids)
+        ids = smoother.update(boxes, _identify(recognizer, faces))
         t3 = time.perf_counter()
         timings["identify"] = (t3 - t2) * 1e3
         if capture is not None:

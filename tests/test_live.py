@@ -24,7 +24,7 @@ from facelab.enrol import (
     remove_person,
 )
 from facelab.errors import BadInputError, FaceLabError
-from facelab.live import STAGES, LiveConfig, LiveRecognizer, NameSmoother, box_overlap, identify_image, place_faces
+from facelab.live import FACE_ONLY, STAGES, LiveConfig, LiveRecognizer, NameSmoother, box_overlap, identify_image, place_faces
 from facelab.preprocess import Box
 from facelab.recognition import UNKNOWN, Identification
 
@@ -249,6 +249,16 @@ def test_smoother_follows_each_face_and_forgets_lost_ones():
         smoother.update([left], [answer("ann")])
     assert smoother.update([right], [answer("cid")])[0].name == "cid"
     assert NameSmoother(window=1).update([left], [answer("x")])[0].name == "x"
+
+
+def test_smoothed_answers_keep_whether_the_face_is_known():
+    # Without a model (collecting crops on the Data page) faces are found, not named: not drawn as known people.
+    smoother = NameSmoother(window=3)
+    box = Box(0, 0, 100, 100)
+    for _ in range(3):
+        (out,) = smoother.update([box], [Identification(FACE_ONLY, float("nan"), False)])
+    assert out.name == FACE_ONLY and not out.known
+    assert not NameSmoother(window=3).update([box], [answer(UNKNOWN)])[0].known
 
 
 def test_live_names_are_steady_over_frames(olivetti_uint8, olivetti_recognizer):
