@@ -16,6 +16,7 @@ face must be found: photos with none or several are skipped and reported.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -197,6 +198,32 @@ def load_dataset(spec: str = "synthetic", image_size: int = FACE_SIZE, progress:
     if kind == "fer2013":
         return load_fer2013(arg, image_size)
     return load_folder(arg, image_size, progress=progress)
+
+
+def source_version(spec: str) -> str:
+    """A fingerprint of the files behind a path spec (names, sizes, modification times); "" for named sources.
+
+    A cache keyed on it loads a folder, zip or CSV again once its files change, and only then.
+    """
+    kind, arg, _ = parse_spec(spec)
+    if kind in NAMED_SOURCES:
+        return ""
+    root = Path(arg)
+    entries = []
+    try:
+        if root.is_dir():
+            for folder, dirs, files in os.walk(root):  # links to folders are not followed: no loops
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(folder) / name
+                    stat = path.stat() if path.exists() else None
+                    entries.append((str(path.relative_to(root)), stat and stat.st_size, stat and stat.st_mtime_ns))
+        else:
+            stat = root.stat()
+            entries.append((root.name, stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return ""
+    return hashlib.sha1(repr(entries).encode()).hexdigest()
 
 
 def load_synthetic(people: int = 12, per_person: int = 20, seed: int = 0, image_size: int = FACE_SIZE) -> FaceDataset:

@@ -166,9 +166,16 @@ def show_error(err: BaseException) -> None:
 
 
 # ------------------------------------------------------------------------------------------ loaders
-@st.cache_data(show_spinner=False, max_entries=8)
 def load_spec(spec: str, _progress: Callable[[float, str], None] | None = None):
-    """`facelab.data.load_dataset(spec)`, cached per spec (the data are the same for every user)."""
+    """`facelab.data.load_dataset(spec)`, cached per spec and version of its files (the same for every user)."""
+    from facelab.data import source_version
+
+    return _load_spec(spec, source_version(spec), _progress=_progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _load_spec(spec: str, version: str, _progress: Callable[[float, str], None] | None = None):
+    """`version` is only part of the cache key: a folder whose files changed loads again."""
     from facelab.data import load_dataset
 
     return load_dataset(spec, progress=_progress)

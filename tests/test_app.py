@@ -142,6 +142,26 @@ def test_data_page_loads_sources_and_lists_problems(tmp_path):
     assert any("nothing.zip" in e and "at least 2 people" in e for e in errors(at)), errors(at)
 
 
+def test_a_folder_loads_again_once_its_files_change(olivetti_uint8, tmp_path):
+    import cv2
+
+    faces, _ = olivetti_uint8
+    for person in ("ann", "ben"):
+        (tmp_path / person).mkdir()
+        for j in range(3):
+            cv2.imwrite(str(tmp_path / person / f"{j}.png"), faces[j + (10 if person == "ben" else 0)])
+    at = go(new_app(), "pages/data.py")
+    at.radio(key="data.source").set_value("Folder path").run()
+    at.text_input(key="data.folder").set_value(str(tmp_path)).run()
+    at.button(key="data.load").click().run()
+    assert at.session_state[ui.DATASET].names == ["ann", "ben"]
+    (tmp_path / "cy").mkdir()
+    for j in range(3):
+        cv2.imwrite(str(tmp_path / "cy" / f"{j}.png"), faces[20 + j])
+    at.button(key="data.load").click().run()  # the cache is keyed on the folder's files, not only its path
+    assert not at.exception and at.session_state[ui.DATASET].names == ["ann", "ben", "cy"]
+
+
 def test_settings_changed_from_the_preset_are_named_and_can_be_reset():
     at = go(new_app(), "pages/data.py")
     at.button(key="data.load").click().run()
