@@ -37,18 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from facelab.autoencoder import AE_KINDS, DENSE_RECIPE, FaceAutoencoder  # noqa: E402
+from facelab.autoencoder import DENSE_RECIPE, FaceAutoencoder  # noqa: E402
 from facelab.data import DataSplit, FaceDataset, load_olivetti, split_dataset  # noqa: E402
 from facelab.errors import FaceLabError  # noqa: E402
 from facelab.gallery import Gallery  # noqa: E402
 from facelab.reconstruction import mean_face_baseline, psnr_per_image  # noqa: E402
-from facelab.registry import config_for, replace_config  # noqa: E402
+from facelab.registry import AUTOENCODER_KINDS, config_for, replace_config  # noqa: E402
 
 log = logging.getLogger("bench")
 HELD_OUT = 10
 # The three presets, plus the seed's dense network (same layers) trained by the recommended recipe:
 # the seed's relu code and 50 full-batch steps leave most code units dead on 160 faces.
-VARIANTS = [(kind, {}) for kind in AE_KINDS] + [("ae-dense-recipe", DENSE_RECIPE)]
+VARIANTS = [(kind, {}) for kind in AUTOENCODER_KINDS] + [("ae-dense-recipe", DENSE_RECIPE)]
 AE_ALIASES = {"ae-dense-recipe": "ae-dense"}
 FAR = 0.01
 

@@ -26,11 +26,11 @@ from facelab.errors import BadInputError, FaceLabError
 from facelab.gallery import METRICS, MODES, Gallery
 from facelab.preprocess import AugmentConfig, augment_faces, to_face
 from facelab.reconstruction import interpolate_faces, mse_per_image, psnr_per_image, ssim_per_image
+from facelab.registry import AUTOENCODER_KINDS
 from facelab.training import StopRequest, TrainConfig, TrainingProgress
 
 log = logging.getLogger(__name__)
 
-AE_KINDS = ("ae-dense", "ae-conv", "ae-metric")
 # The recommended way to train the seed's dense network (same layers; `config_for("ae-dense", **DENSE_RECIPE)`):
 # the seed's 50 full-batch steps on uncentred pixels leave ~85% of the relu code dead; centred inputs
 # and 10 small steps per epoch keep 86-92% of it alive. Chosen on validation faces (bench seeds 0, 1).
@@ -42,7 +42,7 @@ ProgressFn = Callable[[TrainingProgress], None]
 class AEConfig:
     """Architecture, code, gallery and training settings of an autoencoder (`AEConfig.preset(kind)`)."""
 
-    kind: str = field(default="ae-conv", metadata={"help": "model kind", "choices": AE_KINDS})
+    kind: str = field(default="ae-conv", metadata={"help": "model kind", "choices": AUTOENCODER_KINDS})
     image_size: int = field(default=FACE_SIZE, metadata={"help": "face side in pixels (conv: divisible by "
                                                                  "2**blocks)", "min": 16, "max": 256})
     encoding_dim: int = field(default=64, metadata={"help": "code (embedding) size", "min": 2, "max": 1024})
@@ -89,8 +89,8 @@ class AEConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.kind not in AE_KINDS:
-            raise BadInputError(f"unknown autoencoder kind {self.kind!r}; choose one of {', '.join(AE_KINDS)}")
+        if self.kind not in AUTOENCODER_KINDS:
+            raise BadInputError(f"unknown autoencoder kind {self.kind!r}; choose one of {', '.join(AUTOENCODER_KINDS)}")
         if self.gallery_mode not in MODES or self.gallery_metric not in METRICS:
             raise BadInputError(f"gallery_mode must be one of {MODES} and gallery_metric one of {METRICS}")
         if self.kind != "ae-dense" and self.image_size % 2**self.blocks:
@@ -134,7 +134,7 @@ class AEConfig:
             return cls(kind=kind, metric_weight=1.0, dropout=0.2, head_margin=0.4, code_norm=True,
                        train=TrainConfig(epochs=90, batch_size=32, learning_rate=1e-3, lr_schedule="cosine",
                                          augment=True))
-        raise BadInputError(f"unknown autoencoder kind {kind!r}; choose one of {', '.join(AE_KINDS)}")
+        raise BadInputError(f"unknown autoencoder kind {kind!r}; choose one of {', '.join(AUTOENCODER_KINDS)}")
 
 
 class FaceAutoencoder:
@@ -439,7 +439,7 @@ class FaceAutoencoder:
 
         bundle = load_bundle(path)
         meta = bundle.meta
-        if meta.get("kind") not in AE_KINDS:
+        if meta.get("kind") not in AUTOENCODER_KINDS:
             raise BadInputError(f"{path}: a {meta.get('kind')!r} bundle, not an autoencoder")
         try:
             config = config_from_dict(meta["kind"], meta.get("config") or {})

@@ -18,12 +18,36 @@ from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.preprocess import AugmentConfig, augment_faces, inference_views
 from facelab.recognition import UNKNOWN, Identification
+from facelab.registry import CLASSIFIER_KINDS
 from facelab.training import ProgressFn, StopRequest, TrainConfig
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_KINDS = ("gru", "cnn-gru")
 CELLS = ("gru", "lstm", "seed")
+
+# The cells' equations as LaTeX `aligned` blocks, shown side by side on the Train GRU page: the seed document's
+# cell is Keras' LSTM with the input gate named z (`SeedCell` equals `keras.layers.LSTM` with the same weights);
+# Cho et al.'s GRU is another cell.
+SEED_CELL_EQUATIONS = r"""\begin{aligned}
+z_t &= \sigma(W_z[h_{t-1}, x_t] + b_z)\\
+f_t &= \sigma(W_f[h_{t-1}, x_t] + b_f)\\
+o_t &= \sigma(W_o[h_{t-1}, x_t] + b_o)\\
+c_t &= f_t \odot c_{t-1} + z_t \odot \tanh(W_h[h_{t-1}, x_t] + b_h)\\
+h_t &= o_t \odot \tanh(c_t)
+\end{aligned}"""
+LSTM_EQUATIONS = r"""\begin{aligned}
+i_t &= \sigma(W_i[h_{t-1}, x_t] + b_i)\\
+f_t &= \sigma(W_f[h_{t-1}, x_t] + b_f)\\
+o_t &= \sigma(W_o[h_{t-1}, x_t] + b_o)\\
+c_t &= f_t \odot c_{t-1} + i_t \odot \tanh(W_c[h_{t-1}, x_t] + b_c)\\
+h_t &= o_t \odot \tanh(c_t)
+\end{aligned}"""
+GRU_EQUATIONS = r"""\begin{aligned}
+r_t &= \sigma(W_r[h_{t-1}, x_t] + b_r)\\
+z_t &= \sigma(W_z[h_{t-1}, x_t] + b_z)\\
+\tilde h_t &= \tanh(W_h[r_t \odot h_{t-1}, x_t] + b_h)\\
+h_t &= z_t \odot h_{t-1} + (1 - z_t) \odot \tilde h_t
+\end{aligned}"""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import numpy as np
 from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
 from facelab.images import IMAGE_SUFFIXES, read_image
-from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image, to_face  # noqa: F401  (the crop rule)
+from facelab.preprocess import FaceDetector, faces_in_image, to_face
 from facelab.recognition import is_reserved_name
 from facelab.zips import extract_entry, open_zip
 
@@ -77,10 +77,6 @@ class FaceDataset:
     def face_names(self) -> list[str]:
         """Who each image shows, by name."""
         return [self.names[i] for i in self.labels]
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.source.startswith("synthetic")
 
     def counts(self) -> dict[str, int]:
         """Images per person, in label order."""

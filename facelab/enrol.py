@@ -32,7 +32,7 @@ from facelab.errors import BadInputError, FaceLabError
 from facelab.images import read_image
 from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
-from facelab.preprocess import CROP_MAX_SIDE, Box, FaceDetector, to_face, to_grey
+from facelab.preprocess import Box, FaceDetector, is_face_crop, to_face, to_grey
 from facelab.recognition import is_reserved_name
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ def crops_from_photos(
         except BadInputError as err:
             out.append(Crop(name, None, None, str(err)))
             continue
-        if max(img.shape[:2]) <= CROP_MAX_SIDE:  # a face crop is used whole, as everywhere in FaceLab
+        if is_face_crop(img):  # used whole, as everywhere in FaceLab
             out.append(Crop(name, to_face(img, cfg.face_size), Box(0, 0, img.shape[1], img.shape[0])))
         else:
             out.append(crop_image(img, name, detector, cfg))
@@ -313,20 +313,6 @@ def gallery_of(model: Any) -> Any:
     return gallery
 
 
-def copy_gallery(gallery: Any) -> Any:
-    """An independent copy of a gallery (own people and codes) sharing its embedding model."""
-    if hasattr(gallery, "copy"):
-        return gallery.copy()
-    embed = getattr(gallery, "embed", None)
-    memo: dict[int, Any] = {}
-    if embed is not None:
-        memo[id(embed)] = embed
-        owner = getattr(embed, "__self__", None)
-        if owner is not None:  # a bound method: copy the gallery's arrays, never the Keras model behind it
-            memo[id(owner)] = owner
-    return copy.deepcopy(gallery, memo)
-
-
 def add_person(model: Any, name: str, faces: np.ndarray, config: EnrolConfig | None = None) -> Any:
     """A new model object whose gallery also knows `name` from (N, S, S) faces; `model` is unchanged."""
     cfg = config or EnrolConfig()
@@ -335,7 +321,7 @@ def add_person(model: Any, name: str, faces: np.ndarray, config: EnrolConfig | N
     faces = np.asarray(faces, np.float32)
     if faces.ndim != 3 or len(faces) < cfg.min_faces:
         raise BadInputError(f"{clean}: {len(faces)} usable face(s); at least {cfg.min_faces} are needed")
-    new_gallery = copy_gallery(gallery)
+    new_gallery = gallery.copy()
     new_gallery.enrol(clean, faces)
     return _with_gallery(model, new_gallery)
 
@@ -345,7 +331,7 @@ def remove_person(model: Any, name: str) -> Any:
     gallery = gallery_of(model)
     if name not in list(gallery.names):
         raise BadInputError(f"{name!r} is not in this model's gallery")
-    new_gallery = copy_gallery(gallery)
+    new_gallery = gallery.copy()
     new_gallery.remove(name)
     return _with_gallery(model, new_gallery)
 

@@ -7,7 +7,3 @@ class FaceLabError(Exception):
 
 class BadInputError(FaceLabError):
     """An input file or value that cannot be used (corrupt image, broken CSV, unsafe zip, ...)."""
-
-
-class NoFaceError(BadInputError):
-    """A photo in which no face was found."""

@@ -51,17 +51,6 @@ def label_metrics(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str
             "per_person": per_person, "n": int(len(labels))}
 
 
-def name_metrics(true_names: Sequence[str], answers: Sequence[str], names: Sequence[str],
-                 unknown: str = "unknown") -> dict:
-    """Metrics for answers by name (a gallery's identify): label_metrics plus the share answered `unknown`."""
-    index = {n: i for i, n in enumerate(names)}
-    labels = np.array([index[n] for n in true_names], np.int64)
-    predicted = np.array([index.get(a, -1) for a in answers], np.int64)
-    out = label_metrics(labels, predicted, names)
-    out["unknown_rate"] = float(np.mean([a == unknown for a in answers])) if len(answers) else 0.0
-    return out
-
-
 @dataclass(frozen=True)
 class Misclassified:
     """The test faces a model named wrongly: the first few of them, captioned with the true name over "→ predicted"."""

@@ -88,7 +88,8 @@ def per_person_bar(per_person: Mapping[str, float | Mapping[str, float]], title:
                    ) -> go.Figure:
     """A bar per person, lowest first, so the people the model confuses stand out.
 
-    Values are accuracies or dicts holding one under "accuracy" (as `evaluate()` reports them).
+    Values are accuracies, or dicts holding one under "accuracy" (as bundles of the first FaceLab versions store
+    them).
     """
     flat = {k: float(v["accuracy"] if isinstance(v, Mapping) else v) for k, v in per_person.items()}
     items = sorted(flat.items(), key=lambda kv: kv[1])

@@ -69,13 +69,6 @@ def to_face(img: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     return grey.astype(np.float32) / 255.0
 
 
-def to_faces(images: list[np.ndarray] | np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
-    """A batch of any images -> float32 (N, size, size) faces in [0, 1]."""
-    if len(images) == 0:
-        return np.zeros((0, size, size), np.float32)
-    return np.stack([to_face(img, size) for img in images])
-
-
 class FaceDetector:
     """OpenCV Haar-cascade face and eye detector (bundled with opencv-python, works offline).
 
@@ -123,11 +116,8 @@ class FaceDetector:
         return pick(left, box.x + box.w * 0.3), pick(right, box.x + box.w * 0.7)
 
 
-_CASCADES: dict[str, cv2.CascadeClassifier] = {}
-
-
 def _cascade(filename: str) -> cv2.CascadeClassifier:
-    # Each call returns a fresh classifier (not thread-safe to share); the path is checked once.
+    # Each call returns a fresh classifier: one must not be shared between threads.
     path = cv2.data.haarcascades + filename
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
@@ -174,10 +164,15 @@ def align_face(img: np.ndarray, box: Box, detector: FaceDetector | None = None, 
 CROP_MAX_SIDE = 128
 
 
+def is_face_crop(img: np.ndarray) -> bool:
+    """True for an image small enough (sides <= CROP_MAX_SIDE) to be a face crop, used whole, not searched."""
+    return max(img.shape[:2]) <= CROP_MAX_SIDE
+
+
 def faces_in_image(img: np.ndarray, detector: FaceDetector, size: int = FACE_SIZE) -> list[DetectedFace]:
-    """The faces to use from one image: a small one (sides <= CROP_MAX_SIDE) is a crop used whole, a larger
-    one is a photo searched for faces (largest first)."""
-    if max(img.shape[:2]) <= CROP_MAX_SIDE:
+    """The faces to use from one image: a small one (`is_face_crop`) is a crop used whole, a larger one is a photo
+    searched for faces (largest first)."""
+    if is_face_crop(img):
         height, width = img.shape[:2]
         return [DetectedFace(Box(0, 0, width, height), to_face(img, size), False)]
     return extract_faces(img, detector, size)

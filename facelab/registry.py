@@ -98,18 +98,6 @@ def estimator_class(kind: str) -> type:
     return getattr(_module(kind), _check_kind(kind)[2])
 
 
-def available_kinds() -> list[str]:
-    """The kinds whose implementing module imports here."""
-    out = []
-    for kind in MODEL_KINDS:
-        try:
-            _module(kind)
-        except FaceLabError:
-            continue
-        out.append(kind)
-    return out
-
-
 def config_fields(config_cls: type) -> list[ConfigField]:
     """The fields of a config dataclass, nested config dataclasses flattened, with their metadata.
 

@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from facelab.autoencoder import AE_KINDS, AEConfig, FaceAutoencoder
+from facelab.autoencoder import AEConfig, FaceAutoencoder
 from facelab.data import DataSplit, split_dataset
 from facelab.errors import FaceLabError
 from facelab.gallery import Gallery
 from facelab.recognition import UNKNOWN
 from facelab.reconstruction import mean_face_baseline
-from facelab.registry import config_for, load_model
+from facelab.registry import AUTOENCODER_KINDS, config_for, load_model
 from facelab.training import StopRequest
 
 KNOWN = 35  # the model trains on people 0..34; 35..39 are never seen in training
@@ -40,7 +40,7 @@ def trained(split):
     return model
 
 
-@pytest.mark.parametrize("kind", AE_KINDS)
+@pytest.mark.parametrize("kind", AUTOENCODER_KINDS)
 def test_shapes_of_every_kind(kind):
     model = FaceAutoencoder(AEConfig.preset(kind))
     model.keras_model_ = model.build(n_people=3)

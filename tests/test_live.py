@@ -476,6 +476,11 @@ class ToyGallery:
     def remove(self, name):
         del self.people[name]
 
+    def copy(self):
+        twin = ToyGallery(self.embed)
+        twin.people, twin.threshold = dict(self.people), self.threshold
+        return twin
+
 
 class ToyModel:
     kind = "ae-toy"

@@ -49,17 +49,6 @@ def build_dense_decoder(image_size: int = 64, encoding_dim: int = 64, hidden_uni
     return keras.Model(code_in, recon, name="decoder")
 
 
-def build_dense_autoencoder(image_size: int = 64, encoding_dim: int = 64, hidden_units: int = 0,
-                            dropout: float = 0.0, code_activation: str = "relu", center: bool = False) -> keras.Model:
-    """The seed network: flatten -> Dense(encoding_dim, relu) -> Dense(S*S, sigmoid), reshaped to (S, S, 1).
-
-    `hidden_units` > 0 adds one hidden layer of that width on each side (deeper option, not the seed).
-    """
-    encoder = build_dense_encoder(image_size, encoding_dim, hidden_units, dropout, code_activation, center)
-    decoder = build_dense_decoder(image_size, encoding_dim, hidden_units)
-    return join(encoder, decoder, name="ae_dense")
-
-
 def build_conv_encoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32,
                        dropout: float = 0.0, code_activation: str = "linear", code_norm: bool = False) -> keras.Model:
     """Conv(3x3, relu) + max-pool blocks, filters doubling per block, then Dense to the (D,) code
@@ -96,14 +85,6 @@ def build_conv_decoder(image_size: int = 64, encoding_dim: int = 64, blocks: int
                                    name=f"dec_deconv{i}")(y)  # side doubles
     recon = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="face_out")(y)  # (S, S, 1)
     return keras.Model(code_in, recon, name="decoder")
-
-
-def build_conv_autoencoder(image_size: int = 64, encoding_dim: int = 64, blocks: int = 3, filters: int = 32,
-                           dropout: float = 0.0, code_activation: str = "linear") -> keras.Model:
-    """Convolutional autoencoder: conv/pool encoder to a (D,) code, transposed-conv decoder."""
-    encoder = build_conv_encoder(image_size, encoding_dim, blocks, filters, dropout, code_activation)
-    decoder = build_conv_decoder(image_size, encoding_dim, blocks, filters)
-    return join(encoder, decoder, name="ae_conv")
 
 
 def join(encoder: keras.Model, decoder: keras.Model, n_people: int = 0, name: str = "autoencoder") -> keras.Model:

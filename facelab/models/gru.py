@@ -14,33 +14,15 @@ from keras import layers, ops
 
 from facelab.errors import FaceLabError
 
-CELL_TYPES = ("gru", "lstm", "seed")
 EMBEDDING = "embedding"  # name of the layer before the softmax
 PROBS = "probs"  # name of the softmax output
-
-# The seed document's equations, shown by the app beside Keras' LSTM (the same maths, renamed gates).
-SEED_CELL_EQUATIONS = r"""
-z_t = \sigma(W_z [h_{t-1}, x_t] + b_z) \\
-f_t = \sigma(W_f [h_{t-1}, x_t] + b_f) \\
-o_t = \sigma(W_o [h_{t-1}, x_t] + b_o) \\
-c_t = f_t \odot c_{t-1} + z_t \odot \tanh(W_h [h_{t-1}, x_t] + b_h) \\
-h_t = o_t \odot \tanh(c_t)
-"""
-LSTM_EQUATIONS = r"""
-i_t = \sigma(W_i x_t + U_i h_{t-1} + b_i) \\
-f_t = \sigma(W_f x_t + U_f h_{t-1} + b_f) \\
-o_t = \sigma(W_o x_t + U_o h_{t-1} + b_o) \\
-c_t = f_t \odot c_{t-1} + i_t \odot \tanh(W_c x_t + U_c h_{t-1} + b_c) \\
-h_t = o_t \odot \tanh(c_t)
-"""
-
 
 @keras.saving.register_keras_serializable(package="facelab")
 class SeedCell(layers.Layer):
     """The seed document's "GRU" cell: update gate z, forget gate f, output gate o and a cell state c.
 
     Each gate has one weight matrix over the concatenation [h_{t-1}, x_t], shape (units + features, units),
-    exactly as the equations in `SEED_CELL_EQUATIONS` write it. This is an LSTM with the input gate
+    exactly as the equations in `facelab.classifier.SEED_CELL_EQUATIONS` write it. This is an LSTM with the input gate
     called z: with the same weights it equals `keras.layers.LSTM` (see `seed_weights_from_lstm`).
     """
 
@@ -122,7 +104,7 @@ def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str, se
         return layers.LSTM(units, return_sequences=return_sequences, name=name, seed=seed)
     if cell == "seed":
         return layers.RNN(SeedCell(units), return_sequences=return_sequences, name=name)
-    raise FaceLabError(f"unknown cell type {cell!r}; choose one of {', '.join(CELL_TYPES)}")
+    raise FaceLabError(f"unknown cell type {cell!r}")  # configs check their cell against classifier.CELLS
 
 
 def _recurrent_stack(x, cell: str, units: int, n_layers: int, bidirectional: bool, dropout: float):
