@@ -92,6 +92,11 @@ class FaceDataset:
             paths=None if self.paths is None else [self.paths[i] for i in index],
         )
 
+    def first_per_person(self, names: list[str], n: int) -> np.ndarray:
+        """The indices of the first `n` images of each of `names`, person by person."""
+        return np.array([i for name in names for i in np.flatnonzero(self.labels == self.names.index(name))[:n]],
+                        np.int64)
+
     def sample(self, n: int, seed: int = 0) -> FaceDataset:
         """At most `n` images drawn at random (seeded), in their original order."""
         n = max(0, min(int(n), len(self.images)))

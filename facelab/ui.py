@@ -123,6 +123,17 @@ def _saved_names() -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------- guards
+def data_key(ds: Any) -> str:
+    """A token of the data set for widget keys, so choices made among one data set's people or images start
+    afresh for another (a kept choice of names the new data lack would show nothing)."""
+    return f"{abs(hash((ds.source, tuple(ds.names), len(ds.images)))):x}"
+
+
+def pick_people(ds: Any, label: str, n_default: int, key: str) -> list[str]:
+    """A multiselect of the data set's people, the first `n_default` chosen at first."""
+    return st.multiselect(label, ds.names, default=ds.names[: min(n_default, ds.n_people)], key=f"{key}.{data_key(ds)}")
+
+
 def require_dataset():
     """The active dataset; without one, a hint with a link to the Data page and the page stops here."""
     ds = dataset()

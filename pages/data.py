@@ -163,10 +163,10 @@ left, right = st.columns([1, 2])
 left.dataframe(pd.DataFrame({"person": list(ds.counts()), "images": list(ds.counts().values())}),
                hide_index=True, height=360)
 with right:
-    chosen = st.multiselect("People to show", ds.names, default=ds.names[: min(4, ds.n_people)], key="data.people")
+    chosen = ui.pick_people(ds, "People to show", 4, key="data.people")
     per_person = st.slider("faces per person", 1, 10, 8, key="data.grid_n")
-    idx = [i for name in chosen for i in np.flatnonzero(ds.labels == ds.names.index(name))[:per_person]]
-    if idx:
+    idx = ds.first_per_person(chosen, per_person)
+    if len(idx):
         st.plotly_chart(plots.face_grid(ds.images[idx], [ds.names[ds.labels[i]] for i in idx], cols=per_person),
                         key="data.grid")
 

@@ -11,10 +11,10 @@ autoencoders = ui.require_models(registry.is_autoencoder, "autoencoder", train_p
 name, model = ui.pick_model("Autoencoder", autoencoders, key="recon.model")
 ds = ui.require_dataset()
 
-people = st.multiselect("People", ds.names, default=ds.names[: min(3, ds.n_people)], key="recon.people")
+people = ui.pick_people(ds, "People", 3, key="recon.people")
 per_person = st.slider("faces per person", 1, 10, 4, key="recon.n")
-idx = [i for p in people for i in np.flatnonzero(ds.labels == ds.names.index(p))[:per_person]]
-if not idx:
+idx = ds.first_per_person(people, per_person)
+if not len(idx):
     st.info("Choose at least one person.")
     st.stop()
 faces = ds.images[idx]
@@ -34,9 +34,9 @@ ui.embedding_space(name, model, ds, model.encode, "codes", key="recon.latent")
 st.subheader("Morph one face into another")
 c = st.columns(2)
 a = c[0].selectbox("From", range(len(ds.images)), format_func=lambda i: f"{ds.names[ds.labels[i]]} #{i}",
-                   key="recon.morph_a")
+                   key=f"recon.morph_a.{ui.data_key(ds)}")
 b = c[1].selectbox("To", range(len(ds.images)), index=len(ds.images) - 1,
-                   format_func=lambda i: f"{ds.names[ds.labels[i]]} #{i}", key="recon.morph_b")
+                   format_func=lambda i: f"{ds.names[ds.labels[i]]} #{i}", key=f"recon.morph_b.{ui.data_key(ds)}")
 steps = model.interpolate(ds.images[a], ds.images[b], steps=11)
 t = st.slider("mix", 0.0, 1.0, 0.5, 0.1, key="recon.mix")
 st.plotly_chart(plots.face_grid(np.stack([ds.images[a], steps[int(round(t * 10))], ds.images[b]]),

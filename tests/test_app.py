@@ -109,6 +109,9 @@ def test_data_page_loads_sources_and_lists_problems(tmp_path):
     at.radio(key="data.source").set_value("Olivetti").run()
     at.button(key="data.load").click().run()
     assert [m.value for m in at.metric] == ["40", "400", "64x64"]
+    # the face grid starts afresh on the new people (the first set's names are not Olivetti's: nothing was drawn)
+    assert at.multiselect[0].value == ["person-01", "person-02", "person-03", "person-04"]
+    assert at.get("plotly_chart")
     # a zip of two people plus files that are not faces: the problems are listed, not raised
     import zipfile
 
