@@ -415,6 +415,24 @@ class Gallery:
                                "codes; was it made with a different model? Re-enrol the people with this model")
 
 
+def threshold_choices(calibrated: float, top: float) -> tuple[list[float], float]:
+    """The distance thresholds offered to a user, ascending, and the one to start on.
+
+    0, steps of 9% (2^(1/8)) from 1/8 of the calibrated value up to `top`, that value (to 4 significant digits, the
+    start) and `top`; without calibration (inf), 100 even steps up to `top`, starting on `top`. Calibrated
+    thresholds range from 0.004 (a model trained for a few epochs) to about 0.2 (a trained ae-metric), so a
+    linear slider would either hide the calibrated value or step over it.
+    """
+    if not (math.isfinite(calibrated) and calibrated > 0):  # uncalibrated (inf), or calibrated to name nobody (0)
+        linear = sorted({0.0, *(float(f"{top * k / 100:.4g}") for k in range(1, 101))})
+        return linear, (0.0 if calibrated == 0 else linear[-1])
+    start = float(f"{calibrated:.4g}")
+    top = max(top, start)
+    steps_up = min(math.ceil(8 * math.log2(top / start)), 400)  # up to `top`, however small the start
+    grid = {float(f"{start * 2 ** (k / 8):.3g}") for k in range(-24, steps_up + 1) if k}
+    return sorted({0.0, top, start, *(v for v in grid if 0 < v <= top and f"{v:.3g}" != f"{start:.3g}")}), start
+
+
 def _as_list(faces: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray] | np.ndarray:
     """A batch of images from a list, an (N, H, W[, C]) array, or one (H, W) / (H, W, 3|4) image."""
     if isinstance(faces, np.ndarray):

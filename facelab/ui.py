@@ -400,10 +400,16 @@ def recognizer_with_threshold(model: Any, key: str) -> Any:
         threshold = st.slider("Minimum probability to name a face", 0.0, 1.0, float(default.threshold), 0.01,
                               key=key, help="below it the face is answered \"unknown\"")
     else:
+        from facelab.gallery import threshold_choices
+
         top = 2.0 if getattr(default, "metric", "cosine") == "cosine" else 50.0
-        start = min(float(default.threshold), top) if math.isfinite(default.threshold) else top
-        threshold = st.slider("Maximum code distance to name a face", 0.0, top, start, top / 200, key=key,
-                              help="calibrated when the model was trained; farther faces are answered \"unknown\"")
+        choices, start = threshold_choices(float(default.threshold), top)
+        calibrated = start if math.isfinite(default.threshold) else None
+        threshold = st.select_slider(
+            "Maximum code distance to name a face", choices, value=start,
+            format_func=lambda v: f"{v:.4g}" + (" (calibrated)" if v == calibrated else ""),
+            key=f"{key}.{start:.4g}",  # a retrained model's new calibration starts afresh
+            help="calibrated when the model was trained; farther faces are answered \"unknown\"")
         calibration = getattr(default, "calibration", None)
         if calibration is not None:
             st.caption(calibration.describe())

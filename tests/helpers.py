@@ -28,3 +28,13 @@ def patch_zip_headers(data: bytes, local: int, central: int, value: int) -> byte
             out[start + offset:start + offset + 2] = value.to_bytes(2, "little")
             start = out.find(signature, start + 4)
     return bytes(out)
+
+
+def set_distance_threshold(at, value: float):
+    """Move an AppTest page's gallery threshold (a select slider of distances) to the offered value nearest
+    `value` (inf: the largest) and rerun."""
+    import math
+
+    widget = next(s for s in at.select_slider if s.label.startswith("Maximum code distance"))
+    offered = [float(option.split()[0]) for option in widget.options]  # "0.1855 (calibrated)" -> 0.1855
+    return widget.set_value(offered[-1] if math.isinf(value) else min(offered, key=lambda v: abs(v - value))).run()

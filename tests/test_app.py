@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from facelab import ui
+from tests.helpers import set_distance_threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/home.py", "pages/data.py", "pages/train_gru.py", "pages/train_autoencoder.py",
@@ -261,8 +262,7 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     model, split = olivetti_ae
     at = with_model(new_app(), "olivetti-ae", model)
     go(at, "pages/identify.py")
-    slider = at.slider(key="identify.threshold.olivetti-ae")
-    slider.set_value(slider.max).run()  # name every face: closed-set identification
+    set_distance_threshold(at, float("inf"))  # name every face: closed-set identification
     # Held-out test faces of ten people, uploaded as 64x64 crops: never seen in training or enrolment.
     picks = [int(np.flatnonzero(split.test.labels == p)[0]) for p in range(10)]
     files = [(f"face{i}.png", png(split.test.images[i]), "image/png") for i in picks]
@@ -279,7 +279,7 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     assert '"type":"rect"' in chart.replace(" ", "")  # the face is boxed
     assert any(m.value.startswith("Face 1: **person-") for m in at.markdown)
     assert not any("unknown to" in i.value for i in at.info)  # every face named: no pointer to enrolment
-    slider.set_value(slider.min).run()  # nobody is close enough now (the photo is the one upload left)
+    set_distance_threshold(at, 0.0)  # nobody is close enough now (the photo is the one upload left)
     pointer = [i.value for i in at.info if "unknown to olivetti-ae" in i.value]
     assert pointer and pointer[0].startswith("1 face(s)") and "gallery" in pointer[0]
     assert any(m.value.startswith("Face 1: **unknown** (nearest: person-") for m in at.markdown)

@@ -225,3 +225,17 @@ def test_a_normal_tail_below_zero_falls_back_to_the_closest_impostor():
     cal = gallery.calibrate_codes(np.concatenate([[[0.001]], imp[:, None]]),
                                   ["a"] + [f"s{i}" for i in range(20)], far=0.01, impostors="unknown")
     assert 0.001 < cal.threshold < 0.01 and cal.tar == 1.0 and cal.far == 0.0
+
+
+def test_threshold_choices_offer_the_calibrated_value_in_fine_steps():
+    from facelab.gallery import threshold_choices
+
+    # A few-epoch model calibrates near 0.004: a 0-2 slider in steps of 0.01 showed it as 0.00 and lost it.
+    for calibrated in (0.004, 0.1855):
+        choices, start = threshold_choices(calibrated, 2.0)
+        assert start == calibrated and calibrated in choices and choices[0] == 0.0 and choices[-1] == 2.0
+        around = [v for v in choices if calibrated / 8 <= v <= 2.0]
+        assert max(b / a for a, b in zip(around, around[1:])) < 1.1  # no step over 10% from 1/8 of it up to 2
+    assert threshold_choices(float("inf"), 2.0)[1] == 2.0  # uncalibrated: names everyone at first
+    assert threshold_choices(0.0, 2.0)[1] == 0.0
+    assert threshold_choices(73.2, 50.0)[0][-1] == 73.2  # a euclidean threshold above the usual top stays reachable
