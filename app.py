@@ -29,6 +29,7 @@ pages = {
     ],
 }
 page = st.navigation(pages)
+ui.keep_widget_values()
 
 ui.collect_finished()
 with st.sidebar:

@@ -62,6 +62,7 @@ EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Mi
 TEST_FACES = "facelab_test_faces"  # dict: model name -> FaceDataset, a sample of its last test faces (Identify)
 LATENT = "facelab_latent"  # dict: (page, model, data, method) -> (2-D points, labels), so t-SNE runs once
 TEST_SAMPLE = 200  # test faces kept per model: enough to try, small for a large test set
+KEPT_WIDGETS = "facelab_kept_widgets"  # keys of settings widgets whose values outlive a visit to another page
 DONE_MESSAGE = "facelab_done_message"  # (place, text, is_error) shown by the next run: see `rerun_with_message`
 
 PAGE_DATA = "pages/data.py"
@@ -69,6 +70,22 @@ PAGE_TRAIN_GRU = "pages/train_gru.py"
 PAGE_TRAIN_AE = "pages/train_autoencoder.py"
 PAGE_MODELS = "pages/models.py"
 PAGE_LIVE = "pages/live.py"
+
+
+def kept(key: str) -> str:
+    """`key`, registered as a settings widget whose value survives a visit to another page (see
+    `keep_widget_values`)."""
+    st.session_state.setdefault(KEPT_WIDGETS, set()).add(key)
+    return key
+
+
+def keep_widget_values() -> None:
+    """Streamlit drops a widget's value when a run does not draw it, so the Train pages' settings were lost on
+    every visit to another page; re-assigning the kept keys each run (app.py) holds them (Streamlit's documented
+    way)."""
+    for key in st.session_state.get(KEPT_WIDGETS, ()):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def model_dir() -> Path:
@@ -248,7 +265,7 @@ def config_form(config: Any, key: str, skip: tuple[str, ...] = (), columns: int 
             for part in spec.path:
                 current = getattr(current, part)
             with cols[i % columns]:
-                values[spec.name] = _field_widget(spec, current, f"{key}.{spec.name}")
+                values[spec.name] = _field_widget(spec, current, kept(f"{key}.{spec.name}"))
     try:
         return replace_config(config, **values)
     except FaceLabError as err:
@@ -335,14 +352,15 @@ def split_form(ds: Any, key: str) -> Callable[[], Any]:
         st.caption("This source fixes its own train / validation / test split; it is kept.")
         return lambda: split_dataset(ds)
     fewest = min(ds.counts().values())
+    key = f"{key}.{data_key(ds)}"  # another data set has other limits: its sliders start afresh
     cols = st.columns(3)
     with cols[0]:
-        k = _count_slider("training faces per person (K)", 1, fewest - 1, 5, f"{key}.k",
+        k = _count_slider("training faces per person (K)", 1, fewest - 1, 5, kept(f"{key}.k"),
                           "the rest of each person's faces are the test set")
     with cols[1]:
-        val = _count_slider("of which for validation", 0, k - 1, 1, f"{key}.val",
+        val = _count_slider("of which for validation", 0, k - 1, 1, kept(f"{key}.val"),
                             "validation faces choose the best epoch; test faces are only for reporting")
-    seed = cols[2].number_input("split seed", 0, 10_000, 0, key=f"{key}.seed")
+    seed = cols[2].number_input("split seed", 0, 10_000, 0, key=kept(f"{key}.seed"))
     return lambda: split_dataset(ds, train_per_person=k, val_per_person=val, seed=int(seed))
 
 
@@ -426,9 +444,11 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
     """
     job = jobs().get(page)
     busy = job is not None and job.running
-    name = st.text_input("Model name", unique_name(default_name), key=f"{page}.name.{default_name}",
+    name = st.text_input("Model name", unique_name(default_name), key=kept(f"{page}.name.{default_name}"),
                          disabled=busy,
                          help="the bundle is saved under this name in the model folder (sidebar)")
+    if not busy and unique_name(name) != name:  # taken, or not a safe folder name
+        st.caption(f"This training will be saved as {unique_name(name)}.")
     if st.button("Train", key=f"{page}.train", type="primary", disabled=busy, icon=":material/play_arrow:"):
         name = unique_name(name)
         try:

@@ -11,7 +11,7 @@ st.caption(f"Data: {ds.source} · {ds.n_people} people · {len(ds.images)} faces
 
 PRESETS = {"ae-dense": "Seed network (dense, 64-number code, as in the seed)",
            "ae-conv": "Convolutional", "ae-metric": "Convolutional + metric-learning term (recommended)"}
-kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key="ae.preset")
+kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key=ui.kept("ae.preset"))
 st.caption(registry.KIND_LABELS[kind])
 
 ui.training_section(kind, ds, key="ae", page="autoencoder")

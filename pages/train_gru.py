@@ -12,7 +12,7 @@ st.caption(f"Data: {ds.source} · {ds.n_people} people · {len(ds.images)} faces
 
 PRESETS = {"gru": "Seed network (GRU 128 → GRU 128 → softmax, as in the seed)",
            "cnn-gru": "Recommended: CNN → GRU hybrid"}
-kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key="gru.preset")
+kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key=ui.kept("gru.preset"))
 
 with st.expander("The seed's \"GRU\", Keras' LSTM and the true GRU, side by side", expanded=False):
     seed, lstm, gru = st.columns(3)

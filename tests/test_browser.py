@@ -167,4 +167,15 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
     wait_idle(page)
     assert_no_exception(page, "after Stop")
     assert page.get_by_text(re.compile(r"finished after \d+ epoch")).count() == 0
+
+    # Settings outlive a visit to another page (Streamlit drops the state of widgets a run does not draw).
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.get_by_text("Data", exact=True).click()
+    page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=60_000)
+    wait_idle(page)
+    nav.get_by_text("Train autoencoder", exact=True).click()
+    page.get_by_role("heading", name="Train an autoencoder", exact=True).wait_for(timeout=60_000)
+    wait_idle(page)
+    expect(page.get_by_label("epochs", exact=True)).to_have_value("500")
+    assert page.get_by_text("Changed from the preset: epochs").count() == 1
     page.close()
