@@ -96,6 +96,10 @@ class AEConfig:
         if self.kind != "ae-dense" and self.image_size % 2**self.blocks:
             raise BadInputError(f"image_size {self.image_size} must be divisible by 2**blocks = {2**self.blocks}")
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields this kind's network does not read (the dense and the conv layers' settings of the other)."""
+        return ("blocks", "filters", "code_norm") if self.kind == "ae-dense" else ("hidden_units", "center_input")
+
     @property
     def head(self) -> bool:
         """Whether the identity head (the supervised term on the code) is trained."""

@@ -87,6 +87,10 @@ class GRUConfig:
         if self.cell not in CELLS:
             raise BadInputError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields this kind's network does not read (the seed GRU has no conv stack or dense layer)."""
+        return ("conv_blocks", "base_filters", "dense_units") if self.kind == "gru" else ()
+
     @classmethod
     def preset(cls, kind: str) -> GRUConfig:
         """The recommended config of a kind: "gru" keeps the seed architecture, with our training recipe.

@@ -391,7 +391,7 @@ def training_section(kind: str, ds: Any, key: str, page: str) -> None:
     # deleted widget state is not enough, the browser would keep showing the old value).
     generation = f"{key}.reset.{kind}"
     n = st.session_state.get(generation, 0)
-    config = config_form(preset, key=f"{key}.{kind}" + (f".v{n}" if n else ""))
+    config = config_form(preset, key=f"{key}.{kind}" + (f".v{n}" if n else ""), skip=("kind", *preset.unused_fields()))
     changed = registry.changed_fields(preset, config)
     if changed:
         note, reset = st.columns([4, 1])

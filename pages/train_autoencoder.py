@@ -10,7 +10,8 @@ st.caption(f"Data: {ds.source} · {ds.n_people} people · {len(ds.images)} faces
            "the face embedding; people are named by their nearest codes in a gallery of the training faces.")
 
 PRESETS = {"ae-dense": "Seed network (dense, 64-number code, as in the seed)",
-           "ae-conv": "Convolutional", "ae-metric": "Convolutional + metric-learning term (recommended)"}
+           "ae-conv": "Convolutional (plain reconstruction)",
+           "ae-metric": "Convolutional + metric-learning term (best at naming people)"}
 kind = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, index=1, horizontal=True, key=ui.kept("ae.preset"))
 st.caption(registry.KIND_LABELS[kind])
 

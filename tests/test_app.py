@@ -178,6 +178,14 @@ def test_settings_changed_from_the_preset_are_named_and_can_be_reset():
     assert not at.exception and at.number_input(key="gru.cnn-gru.v1.epochs").value == 50  # fresh widgets
     assert at.checkbox(key="gru.cnn-gru.v1.bidirectional").value
     assert not any("Changed from the preset" in c.value for c in at.caption)
+    # A kind's form shows only what its network reads: the seed GRU has no conv stack, the dense autoencoder none.
+    at.radio(key="gru.preset").set_value("gru").run()
+    keys = {w.key for w in (*at.slider, *at.number_input, *at.checkbox, *at.selectbox)}
+    assert "gru.gru.units" in keys and not {"gru.gru.base_filters", "gru.gru.conv_blocks", "gru.gru.kind"} & keys
+    go(at, "pages/train_autoencoder.py")
+    at.radio(key="ae.preset").set_value("ae-dense").run()
+    keys = {w.key for w in (*at.slider, *at.number_input, *at.checkbox, *at.selectbox)}
+    assert "ae.ae-dense.hidden_units" in keys and not {"ae.ae-dense.filters", "ae.ae-dense.blocks"} & keys
 
 
 def test_split_sliders_take_data_with_two_faces_per_person(olivetti):
@@ -207,7 +215,7 @@ def test_training_two_epochs_fills_curves_and_session():
     at = go(new_app(), "pages/data.py")
     at.button(key="data.load").click().run()  # synthetic set
     go(at, "pages/train_gru.py")
-    assert len(at.get("latex")) == 2  # the seed's cell beside the true GRU
+    assert len(at.get("latex")) == 3  # the seed's cell beside Keras' LSTM and the true GRU
     at.number_input(key="gru.cnn-gru.epochs").set_value(2).run()
     at.button(key="gru.train").click().run()
     assert not at.exception
