@@ -50,6 +50,12 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str | None = 
                                          name=key, line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
                                          legendgroup=base), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
+    losses = np.array([float(v) for k in loss_keys for v in history[k]])
+    losses = losses[np.isfinite(losses)]
+    if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 100:
+        # ae-metric logs a reconstruction loss near 0.01 beside an identity loss near 10: on a linear axis the
+        # first is a flat line at zero.
+        fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(title=title, height=340, legend=dict(orientation="h", y=-0.25), **_LAYOUT)
     return fig
 

@@ -29,6 +29,10 @@ def test_training_curves_loss_only_and_multi_output():
     assert len(fig.layout.annotations) == 1  # no accuracy panel for an autoencoder
     empty = plots.training_curves({})
     assert len(empty.data) == 0
+    assert fig.layout.yaxis.type is None  # losses of one scale: linear
+    # ae-metric: a reconstruction loss near 0.01 beside an identity loss near 10 is drawn on a log axis.
+    metric = plots.training_curves({"loss": [12.0, 9.0], "recon_loss": [0.03, 0.01], "identity_loss": [12.0, 9.0]})
+    assert metric.layout.yaxis.type == "log"
 
 
 def test_compare_curves_one_trace_per_model():
