@@ -234,3 +234,18 @@ def bundle_kind(path: str | Path) -> str:
 def load_model(path: str | Path):
     """Load a saved bundle as the estimator of its kind (`FaceClassifier` or `FaceAutoencoder`)."""
     return estimator_class(bundle_kind(path)).load(path)
+
+
+def import_model(data: bytes, dest: str | Path, upload_name: str):
+    """Unpack an exported bundle (the bytes of an upload) into the folder `dest` and load it.
+
+    A bundle that unpacks but does not load is removed again, and messages name the upload, not `dest`.
+    """
+    from facelab.storage import delete_bundle, import_bundle
+
+    path = import_bundle(data, dest, name=upload_name)
+    try:
+        return load_model(path)
+    except FaceLabError as err:
+        delete_bundle(path)  # checked metadata but an unusable model: do not keep it
+        raise BadInputError(str(err).replace(str(path), upload_name)) from None

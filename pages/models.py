@@ -62,13 +62,7 @@ upload = st.file_uploader("An exported bundle (.zip from Download)", type=["zip"
 if upload is not None and st.button("Import and load", key="models.import"):
     name = ui.unique_name(upload.name.removesuffix(".zip").removesuffix(".facelab"))
     try:
-        dest = storage.import_bundle(upload.getvalue(), folder / name, name=upload.name)
-        try:
-            model = registry.load_model(dest)
-        except FaceLabError:
-            storage.delete_bundle(dest)  # checked metadata but an unusable model: do not keep it
-            raise
-        ui.add_model(name, model, dest)
+        ui.add_model(name, registry.import_model(upload.getvalue(), folder / name, upload.name), folder / name)
         st.success(f"Imported {upload.name} as {name} and loaded it.")
     except FaceLabError as err:
         ui.show_error(err)

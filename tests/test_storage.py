@@ -173,6 +173,17 @@ def test_export_import_zip(tmp_path, faces):
     assert not (tmp_path / "evil").exists()
 
 
+def test_an_import_that_does_not_load_is_removed_and_names_the_upload(tmp_path):
+    from facelab.registry import import_model
+
+    # A bundle whose metadata is fine but whose model is no FaceLab classifier (no embedding layer).
+    data = export_bundle(save_bundle(tmp_path / "m", _model(), META))
+    with pytest.raises(BadInputError, match="^up.zip: the saved model is not a FaceLab classifier") as err:
+        import_model(data, tmp_path / "models" / "up", "up.zip")
+    assert str(tmp_path / "models") not in str(err.value)
+    assert not (tmp_path / "models" / "up").exists()
+
+
 def _zip(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
