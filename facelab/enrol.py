@@ -302,6 +302,16 @@ def crops_from_photos(
 # ------------------------------------------------------------------------------------- galleries
 
 
+def already_known(recognizer: Any, faces: np.ndarray, name: str = "") -> dict[str, int]:
+    """How many of the (N, S, S) crops the recogniser already names as someone other than `name`, per person,
+    most first: crops of the wrong person (a webcam feed that changed faces) would teach it that they are `name`."""
+    if not len(faces):
+        return {}
+    clean = " ".join(str(name).split())
+    named = Counter(a.name for a in recognizer.identify(np.asarray(faces, np.float32)) if a.known and a.name != clean)
+    return dict(named.most_common())
+
+
 def gallery_of(model: Any) -> Any:
     """The model's `Gallery`, or a clear error for a model kind that has none (the GRU classifiers)."""
     gallery = getattr(model, "gallery_", None)

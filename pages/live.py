@@ -10,6 +10,7 @@ from facelab.enrol import (
     EnrolConfig,
     FaceCapture,
     add_person,
+    already_known,
     check_name,
     crops_from_photos,
     fine_tune_split,
@@ -75,6 +76,7 @@ mode = st.radio(
     key="live.mode",
     help="use snapshots where the browser or network blocks WebRTC",
 )
+playing = False  # the WebRTC stream is running (Live video mode only)
 if mode.startswith("Live"):
     with st.expander("Connection"):
         stun = st.text_input(
@@ -145,12 +147,16 @@ person = st.text_input("Name", key="live.enrol.name")
 source = st.radio("From", ["Webcam", "Photos"], horizontal=True, key="live.enrol.source")
 faces = None
 if source == "Webcam":
-    if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:"):
+    if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:",
+                 disabled=not playing, help="crops come from the live video: press START above first"):
         st.session_state[CAPTURE] = FaceCapture(config)
         live.start_capture(st.session_state[CAPTURE])
     capture = st.session_state.get(CAPTURE)
-    if capture is not None:
+    if capture is not None and playing and not capture.done:
+        st.caption("Capturing: the count is beside the video.")  # a caption here would not move on with it
+    elif capture is not None:
         ui.capture_caption(capture)
+    if capture is not None:
         faces = capture.faces() if capture.count else None
 else:
     photos = st.file_uploader(
@@ -170,6 +176,14 @@ else:
         faces = np.stack([c.face for c in good]) if good else None
 if faces is not None and len(faces):
     chosen = ui.pick_crops(faces, "live.enrol.keep")
+    known = already_known(model.recognizer(threshold), chosen, person)
+    if known:
+        st.warning(f"{sum(known.values())} of the {len(chosen)} crops look like people {name} already knows: "
+                   + ", ".join(f"{who} ({n})" for who, n in known.items())
+                   + f". Untick the ones that are not {person.strip() or 'the new person'}: added, they would be "
+                   "named as them from now on.")
+    if len(chosen) < config.min_faces:
+        st.caption(f"Keep at least {config.min_faces} crops to add a person.")
     tune = None
     if classifiers:
         tune = st.selectbox(
@@ -182,7 +196,8 @@ if faces is not None and len(faces):
     elif not gallery_model:
         st.info("Pick an autoencoder model above to add people to its gallery, or train a GRU classifier to retrain.")
     if (gallery_model or tune) and st.button(
-        f"Add {person or 'the person'}", key="live.enrol.add", type="primary", icon=":material/person_add:"
+        f"Add {person or 'the person'}", key="live.enrol.add", type="primary", icon=":material/person_add:",
+        disabled=len(chosen) < config.min_faces,
     ):
         try:
             # Everything that can refuse is checked before the gallery changes: a refusal after it would leave the

@@ -549,3 +549,16 @@ def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic, tmp_pat
     assert new is not old and new.names_[-1] == "Ada" and len(new.names_) == 13
     assert "Ada" not in old.names_ and old.keras_model_ is not new.keras_model_
     assert new.predict_proba(ada[:2]).shape == (2, 13)
+
+
+def test_already_known_counts_crops_named_as_someone_else():
+    from facelab.enrol import already_known
+
+    class Fixed:  # answers in order, as a recogniser would for four crops
+        def identify(self, faces):
+            return [Identification(n, 0.9, n != UNKNOWN) for n in ("bo", UNKNOWN, "cy", "bo")][: len(faces)]
+
+    crops = np.zeros((4, 64, 64), np.float32)
+    assert already_known(Fixed(), crops, "ada") == {"bo": 2, "cy": 1}
+    assert already_known(Fixed(), crops, " bo ") == {"cy": 1}  # more crops of someone already known are fine
+    assert already_known(Fixed(), crops[:0], "ada") == {}
