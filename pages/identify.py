@@ -64,7 +64,7 @@ for photo in photos or []:
         ui.show_error(err)
         continue
     unknown_faces += sum(not a.known for a in answers)
-    labels = [f"{i + 1}: {a.name} {a.confidence:.2f}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
+    labels = [f"{i + 1}: {a.name} {a.confidence:.3f}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
     colors = [plots.RIGHT if a.known else plots.WRONG for a in answers]
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.photo_with_boxes(img, [f.box for f in found], labels, colors),
@@ -73,7 +73,7 @@ for photo in photos or []:
         for i, answer in enumerate(answers):
             # An unknown face's score belongs to the nearest person, so it is shown with that name.
             nearest = "" if answer.known else f"nearest: {answer.top[0][0]}, "
-            st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}{answer.confidence:.2f})")
+            st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}{answer.confidence:.3f})")
             st.dataframe(pd.DataFrame(answer.top[:3], columns=["person", "score"]), hide_index=True,
                          key=f"identify.top.{photo.file_id}.{i}")
 
