@@ -424,11 +424,11 @@ class FaceAutoencoder:
             "input_size": [self.config.image_size, self.config.image_size],
             "preprocessing": "grey face crop, resized to input_size, float32 in [0, 1]",
             "data_source": self.data_source_,
-            "metrics": _json_clean(self.metrics_),
-            "history": _json_clean(self.history_),
+            "metrics": self.metrics_,  # save_bundle writes NaN and infinities as null
+            "history": self.history_,
             "gallery": {"metric": gallery.metric, "mode": gallery.mode, "k": gallery.k,
                         "threshold": _finite(gallery.threshold),
-                        "calibration": _json_clean(gallery.calibration.as_dict()) if gallery.calibration else None},
+                        "calibration": gallery.calibration.as_dict() if gallery.calibration else None},
             "fit_seconds": self.fit_seconds_,
             "best_epoch": self.best_epoch_,
         }
@@ -530,18 +530,3 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _json_clean(obj: Any) -> Any:
-    """Metrics and histories with NaN/infinity as None (meta.json is strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return _finite(float(obj))
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
