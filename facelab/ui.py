@@ -24,7 +24,7 @@ from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE, headline_metrics, misclassified
 from facelab.jobs import TrainingJob, format_seconds
 from facelab.registry import is_classifier
-from facelab.storage import check_bundle_target, default_model_dir, free_bundle_name
+from facelab.storage import check_bundle_target, default_model_dir, free_bundle_name, list_bundles
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,33 @@ def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str 
     return found
 
 
-def pick_model(label: str, candidates: dict[str, Any], key: str) -> tuple[str, Any]:
-    """A select over `candidates`, starting on the active model when it is one of them."""
-    names = list(candidates)
-    active = active_model_name()
-    name = st.selectbox(label, names, index=names.index(active) if active in names else len(names) - 1, key=key)
-    return name, candidates[name]
+def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m: True, what: str = "model",
+               train_pages: tuple[str, ...] = (PAGE_TRAIN_GRU, PAGE_TRAIN_AE)) -> tuple[str, Any]:
+    """A select over the session's models that satisfy `predicate` and the bundles in the model folder (loaded
+    into the session when chosen), starting on the active model, else the newest bundle; the page stops with a
+    hint when there is neither, or with the message when a chosen bundle does not load."""
+    from facelab import registry
+
+    session = {n: m for n, m in models().items() if predicate(m)}
+    bundles = list_bundles(model_dir())  # newest first
+    saved = {b["name"]: b["path"] for b in bundles if b["name"] not in session}
+    if not session and not saved:
+        require_models(predicate, what, train_pages)
+    # One sorted list, so loading a saved bundle into the session keeps the selection where it is.
+    choices = sorted(set(session) | set(saved))
+    active, newest = active_model_name(), next((b["name"] for b in bundles), None)
+    start = active if active in session else newest if newest in saved else choices[0]
+    name = st.selectbox(label, choices, index=choices.index(start), key=key,
+                        format_func=lambda n: n if n in session else f"{n} (saved)",
+                        help="models of this session and bundles in the model folder; starts on the newest")
+    if name not in session:
+        try:
+            with st.spinner(f"Loading {name}..."):
+                add_model(name, registry.load_model(saved[name]), saved[name])
+        except FaceLabError as err:
+            show_error(err)
+            st.stop()
+    return name, models()[name]
 
 
 def show_error(err: BaseException) -> None:

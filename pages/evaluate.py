@@ -8,8 +8,7 @@ from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE
 
 st.title("Evaluate")
-session = ui.require_models()
-name, model = ui.pick_model("Model", session, key="evaluate.model")
+name, model = ui.pick_model("Model", "evaluate.model")
 
 ds = ui.dataset()
 if ds is not None:
@@ -54,6 +53,7 @@ if ds is not None:
                + ": faces of one person should gather.")
     ui.embedding_space(name, model, ds, model.embed, "embeddings", key="evaluate.latent")
 
+session = ui.models()
 st.subheader("All models in this session")
 ui.metrics_table([{"model": n, "kind": m.kind, "people": len(m.names_), "epochs": len(m.history_.get("loss", [])),
                    **{label: m.metrics_.get(k) for k, label in HEADLINE.items()}} for n, m in session.items()])

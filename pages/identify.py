@@ -14,8 +14,8 @@ from facelab.images import read_image
 from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image
 
 st.title("Identify")
-candidates = ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
-name, model = ui.pick_model("Model that answers", candidates, key="identify.model")
+name, model = ui.pick_model("Model that answers", "identify.model", lambda m: hasattr(m, "recognizer"),
+                            "model that can identify")
 kind = "autoencoder gallery (nearest codes)" if registry.is_autoencoder(model) else "GRU classifier (softmax)"
 st.caption(f"{name}: {kind}, {len(model.names_)} people.")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facelab import registry, storage, ui
+from facelab import registry, ui
 from facelab.enrol import (
     EnrolConfig,
     FaceCapture,
@@ -31,32 +31,7 @@ FINE_TUNE = "live.fine_tune"  # (new model name, FineTuneJob) while a classifier
 st.title("Live webcam")
 
 # ------------------------------------------------------------------------------------ model choice
-session = {n: m for n, m in ui.models().items() if hasattr(m, "recognizer")}
-bundles = storage.list_bundles(ui.model_dir())  # newest first
-saved = {b["name"]: b["path"] for b in bundles if b["name"] not in session}
-if not session and not saved:
-    ui.require_models(lambda m: hasattr(m, "recognizer"), "model that can identify")
-# One sorted list, so loading a saved bundle into the session keeps the selection where it is.
-choices = sorted(set(session) | set(saved))
-active = ui.active_model_name()
-newest = next((b["name"] for b in bundles), None)
-default = choices.index(active) if active in session else choices.index(newest if newest in saved else choices[0])
-name = st.selectbox(
-    "Model",
-    choices,
-    index=default,
-    key="live.model",
-    format_func=lambda n: n if n in session else f"{n} (saved)",
-    help="models of this session and bundles in the model folder; starts on the newest",
-)
-if name not in session:
-    try:
-        with st.spinner(f"Loading {name}..."):
-            ui.add_model(name, registry.load_model(saved[name]), saved[name])
-    except FaceLabError as err:
-        ui.show_error(err)
-        st.stop()
-model = ui.models()[name]
+name, model = ui.pick_model("Model", "live.model", lambda m: hasattr(m, "recognizer"), "model that can identify")
 
 recognizer = ui.recognizer_with_threshold(model, key=f"live.threshold.{name}")
 threshold = recognizer.threshold  # kept for snapshots and for models that enrolment replaces

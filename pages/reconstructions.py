@@ -7,8 +7,8 @@ from facelab import plots, reconstruction, registry, ui
 from facelab.errors import FaceLabError
 
 st.title("Reconstructions")
-autoencoders = ui.require_models(registry.is_autoencoder, "autoencoder", train_pages=(ui.PAGE_TRAIN_AE,))
-name, model = ui.pick_model("Autoencoder", autoencoders, key="recon.model")
+name, model = ui.pick_model("Autoencoder", "recon.model", registry.is_autoencoder, "autoencoder",
+                            train_pages=(ui.PAGE_TRAIN_AE,))
 ds = ui.require_dataset()
 
 people = ui.pick_people(ds, "People", 3, key="recon.people")

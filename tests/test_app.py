@@ -362,6 +362,16 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     assert any("No bundles" in i.value for i in at.info)
 
 
+def test_result_pages_offer_saved_bundles_without_a_visit_to_models(olivetti_ae, model_dir):
+    model, _ = olivetti_ae
+    model.save(model_dir / "saved-ae")
+    at = go(new_app(), "pages/identify.py")  # a new session: nothing trained or loaded yet
+    assert at.selectbox(key="identify.model").value == "saved-ae"
+    assert "saved-ae" in at.session_state[ui.MODELS] and not errors(at)  # loaded on choice
+    go(at, "pages/reconstructions.py")
+    assert at.selectbox(key="recon.model").value == "saved-ae"
+
+
 def test_pages_with_data_and_a_model(olivetti_ae, olivetti):
     model, _ = olivetti_ae
     at = with_model(new_app(), "olivetti-ae", model)
