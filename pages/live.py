@@ -108,6 +108,17 @@ else:
         except FaceLabError as err:
             ui.show_error(err)
 
+
+
+def replace_model(new):
+    """Save a model that replaces the chosen one (a person added or removed) over its bundle, put it in the
+    session under the same name and in the stream at once; returns the bundle's path."""
+    path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
+    ui.add_model(name, new, path)
+    live.set_recognizer(new.recognizer(threshold), name)
+    return path
+
+
 # ------------------------------------------------------------------------------------ enrolment
 st.subheader("Add a person")
 gallery_model = registry.is_autoencoder(model)
@@ -180,10 +191,7 @@ if faces is not None and len(faces):
             split = fine_tune_split(classifiers[tune], ui.dataset(), tune, person) if tune else None
             messages = []
             if gallery_model:
-                new = add_person(model, person, chosen, config)
-                path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
-                ui.add_model(name, new, path)
-                live.set_recognizer(new.recognizer(threshold), name)
+                path = replace_model(add_person(model, person, chosen, config))
                 messages.append(f"Added {check_name(person)} ({len(chosen)} crops); saved to {path}.")
             if tune:
                 new_name = ui.unique_name(f"{tune}-{check_name(person)}")
@@ -233,10 +241,7 @@ if gallery_model:
                              "and the saved model is updated; adding them back needs their photos again.",
                              yes=f"Remove {gone}"):
         try:
-            new = remove_person(model, gone)
-            path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
-            ui.add_model(name, new, path)
-            live.set_recognizer(new.recognizer(threshold), name)
+            path = replace_model(remove_person(model, gone))
             ui.rerun_with_message("live.remove", f"Removed {gone}; saved to {path}.")
         except FaceLabError as err:
             ui.show_error(err)
