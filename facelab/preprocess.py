@@ -178,6 +178,11 @@ def faces_in_image(img: np.ndarray, detector: FaceDetector, size: int = FACE_SIZ
     return extract_faces(img, detector, size)
 
 
+def aligned_crops(img: np.ndarray, faces: list[DetectedFace], detector: FaceDetector, size: int = 160) -> np.ndarray:
+    """(N, size, size) views of found faces, cut and levelled as the model inputs are but larger, for showing."""
+    return np.stack([align_face(img, f.box, detector, size)[0] for f in faces])
+
+
 def extract_faces(img: np.ndarray, detector: FaceDetector, size: int = FACE_SIZE, align: bool = True) -> list[DetectedFace]:
     """Every face in a photo, detected, aligned and cropped, largest first."""
     out = []

@@ -176,11 +176,12 @@ st.caption("Upload a photo: faces are detected (boxes), levelled by the eyes and
 photo = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "bmp", "webp", "pgm", "tif", "tiff"], key="data.photo")
 if photo is not None:
     from facelab.images import read_image
-    from facelab.preprocess import FaceDetector, align_face, extract_faces
+    from facelab.preprocess import FaceDetector, aligned_crops, extract_faces
 
+    detector = FaceDetector()
     try:
         img = read_image(photo.getvalue(), name=photo.name)
-        found = extract_faces(img, FaceDetector())
+        found = extract_faces(img, detector)
     except FaceLabError as err:
         ui.show_error(err)
         st.stop()
@@ -189,9 +190,8 @@ if photo is not None:
     if not found:
         st.warning(f"{photo.name}: no face found. Faces need to be frontal and at least 40 pixels wide.")
     else:
-        detector = FaceDetector()
-        crops = np.stack([align_face(img, f.box, detector, size=160)[0] for f in found])
         c = st.columns(2)
-        c[0].plotly_chart(plots.face_grid(crops, labels, cols=4, title="aligned crops"), key="data.crops")
+        c[0].plotly_chart(plots.face_grid(aligned_crops(img, found, detector), labels, cols=4, title="aligned crops"),
+                          key="data.crops")
         c[1].plotly_chart(plots.face_grid(np.stack([f.face for f in found]), cols=4, title="model input (64x64)"),
                           key="data.inputs")

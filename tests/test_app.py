@@ -146,6 +146,24 @@ def test_data_page_loads_sources_and_lists_problems(tmp_path):
     assert any("nothing.zip" in e and "at least 2 people" in e for e in errors(at)), errors(at)
 
 
+def test_preprocessing_preview_boxes_aligns_and_shrinks_the_faces_of_a_photo(olivetti_uint8):
+    import cv2
+
+    from tests.helpers import photo_with_faces
+
+    faces, _ = olivetti_uint8
+    at = go(new_app(), "pages/data.py")
+    at.button(key="data.load").click().run()
+    photo = cv2.imencode(".png", photo_with_faces([faces[0], faces[20]], width=640, height=320))[1].tobytes()
+    at.file_uploader(key="data.photo").upload("two.png", photo, "image/png").run()
+    assert not at.exception and not at.warning
+    charts = {c.proto.id for c in at.get("plotly_chart")}
+    assert len(charts) == 4  # the data set's grid, the photo with its boxes, the aligned crops, the model inputs
+    at.file_uploader(key="data.photo").upload("wall.png", cv2.imencode(".png", np.full((240, 320), 90, np.uint8))[1]
+                                              .tobytes(), "image/png").run()
+    assert any("wall.png: no face found" in w.value for w in at.warning)
+
+
 def test_a_folder_loads_again_once_its_files_change(olivetti_uint8, tmp_path):
     import cv2
 
