@@ -521,7 +521,8 @@ def _result(job: TrainingJob) -> None:
     else:
         epochs = len(next(iter(history.values()), []))
         how = "stopped" if job.stop.requested else "finished"
-        where = f"saved to {job.path}" if job.path else "not saved"
+        where = (f"saved to {job.path}" if job.path and job.path.is_dir()
+                 else "its saved bundle has been deleted since" if job.path else "not saved")
         st.success(f"{job.name}: {how} after {epochs} epoch(s) in {format_seconds(job.finished - job.started)}; "
                    f"{where}", icon=":material/check_circle:")
         if job.save_error:
