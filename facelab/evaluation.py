@@ -96,7 +96,7 @@ def check_answers(true_names: Sequence[str], answers: Sequence[Identification],
             captions.append(f"{truth}: unknown")
         elif answer.name == truth:
             outcome = "right"
-            captions.append(f"{truth} ✓ {answer.confidence:.2f}")
+            captions.append(f"{truth} ✓ {answer.confidence:.3f}")
         else:
             outcome = "wrong"
             captions.append(f"{truth}\n✗ {answer.name}")

@@ -48,7 +48,7 @@ class Calibration:
 
     def describe(self) -> str:
         """One sentence for people: what the threshold was set for and what it did on the calibration faces."""
-        text = (f"Calibrated threshold {self.threshold:.3f}: set for {self.far_target:.0%} false accepts, it accepted "
+        text = (f"Calibrated threshold {self.threshold:.4g}: set for {self.far_target:.0%} false accepts, it accepted "
                 f"{self.far:.0%} of {self.impostors} faces of people the gallery does not know")
         if self._has_genuine:
             text += f" and named {self.tar:.0%} of {self.genuine} validation faces of known people"

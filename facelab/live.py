@@ -488,8 +488,8 @@ def draw_faces(img_bgr: np.ndarray, faces: list[FaceResult]) -> None:
 
 
 def draw_overlay(img_bgr: np.ndarray, fps: float, latency_ms: float, model_name: str = "") -> None:
-    """Frames per second, this frame's latency and the model, top left, in place."""
-    text = f"{fps:4.1f} fps  {latency_ms:5.1f} ms" + (f"  {model_name}" if model_name else "")
+    """Frames per second (none for a single photo), this frame's latency and the model, top left, in place."""
+    text = (f"{fps:4.1f} fps  " if fps > 0 else "") + f"{latency_ms:5.1f} ms" + (f"  {model_name}" if model_name else "")
     scale = max(0.35, min(0.6, img_bgr.shape[0] / 800))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(img_bgr, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)

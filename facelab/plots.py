@@ -6,6 +6,7 @@ PNG in the figure's JSON) rather than one subplot per face, which keeps big grid
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -50,6 +51,7 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str | None = 
                                          name=key, line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
                                          legendgroup=base), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
+    _whole_epochs(fig, max((len(history[k]) for k in loss_keys + acc_keys), default=1))
     losses = np.array([float(v) for k in loss_keys for v in history[k]])
     losses = losses[np.isfinite(losses)]
     if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 100:
@@ -70,7 +72,13 @@ def compare_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metri
         fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=[float(v) for v in values],
                                  mode="lines+markers", name=name, line=dict(color=PALETTE[i % len(PALETTE)])))
     fig.update_layout(title=f"{metric} by model", xaxis_title="epoch", yaxis_title=metric, height=340, **_LAYOUT)
+    _whole_epochs(fig, max((len(h.get(metric) or []) for h in histories.values()), default=1))
     return fig
+
+
+def _whole_epochs(fig: go.Figure, epochs: int) -> None:
+    """Epoch axes tick at whole epochs (Plotly put ticks at 1.5 and 2.5 for a three-epoch run)."""
+    fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(epochs / 10)))
 
 
 def confusion_heatmap(confusion: Sequence[Sequence[float]] | np.ndarray, names: Sequence[str],

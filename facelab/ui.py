@@ -62,7 +62,7 @@ EVALUATIONS = "facelab_evaluations"  # dict: model name -> facelab.evaluation.Mi
 TEST_FACES = "facelab_test_faces"  # dict: model name -> FaceDataset, a sample of its last test faces (Identify)
 LATENT = "facelab_latent"  # dict: (page, model, data, method) -> (2-D points, labels), so t-SNE runs once
 TEST_SAMPLE = 200  # test faces kept per model: enough to try, small for a large test set
-KEPT_WIDGETS = "facelab_kept_widgets"  # keys of settings widgets whose values outlive a visit to another page
+KEPT_WIDGETS = "facelab_kept_widgets"  # dict: settings widget key -> its last value, kept across pages
 DONE_MESSAGE = "facelab_done_message"  # (place, text, is_error) shown by the next run: see `rerun_with_message`
 
 PAGE_DATA = "pages/data.py"
@@ -73,19 +73,33 @@ PAGE_LIVE = "pages/live.py"
 
 
 def kept(key: str) -> str:
-    """`key`, registered as a settings widget whose value survives a visit to another page (see
-    `keep_widget_values`)."""
-    st.session_state.setdefault(KEPT_WIDGETS, set()).add(key)
+    """`key`, for a settings widget whose value survives a visit to another page: given back to the widget when
+    Streamlit has dropped it (see `keep_widget_values`). Call it as the widget's `key=`, before it is drawn."""
+    values = st.session_state.setdefault(KEPT_WIDGETS, {})
+    if key not in st.session_state and values.get(key) is not None:
+        st.session_state[key] = values[key]
+    else:
+        values.setdefault(key, None)
     return key
 
 
 def keep_widget_values() -> None:
-    """Streamlit drops a widget's value when a run does not draw it, so the Train pages' settings were lost on
-    every visit to another page; re-assigning the kept keys each run (app.py) holds them (Streamlit's documented
-    way)."""
-    for key in st.session_state.get(KEPT_WIDGETS, ()):
+    """Note the kept widgets' values at the start of every full run (app.py calls it). Streamlit drops the
+    state of widgets a run does not draw (a visit to another page, or a training's progress fragment rerunning
+    while the user is elsewhere), so without this the Train pages' settings were lost."""
+    values = st.session_state.get(KEPT_WIDGETS, {})
+    for key in values:
         if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+            values[key] = st.session_state[key]
+
+
+def forget_kept(prefix: str) -> None:
+    """Drop widget values whose keys start with `prefix`, kept ones included (crops that are gone)."""
+    for key in [k for k in st.session_state if str(k).startswith(prefix)]:
+        del st.session_state[key]
+    values = st.session_state.get(KEPT_WIDGETS, {})
+    for key in [k for k in values if k.startswith(prefix)]:
+        del values[key]
 
 
 def model_dir() -> Path:
@@ -177,15 +191,16 @@ def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str 
 
 
 def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m: True, what: str = "model",
-               train_pages: tuple[str, ...] = (PAGE_TRAIN_GRU, PAGE_TRAIN_AE)) -> tuple[str, Any]:
-    """A select over the session's models that satisfy `predicate` and the bundles in the model folder (loaded
-    into the session when chosen), starting on the active model, else the newest bundle; the page stops with a
-    hint when there is neither, or with the message when a chosen bundle does not load."""
+               train_pages: tuple[str, ...] = (PAGE_TRAIN_GRU, PAGE_TRAIN_AE),
+               kinds: tuple[str, ...] | None = None) -> tuple[str, Any]:
+    """A select over the session's models that satisfy `predicate` and the model folder's bundles of `kinds`
+    (default: every kind; loaded into the session when chosen), starting on the active model, else the newest
+    bundle; the page stops with a hint when there is neither, or with the message when a bundle does not load."""
     from facelab import registry
 
     session = {n: m for n, m in models().items() if predicate(m)}
-    bundles = list_bundles(model_dir())  # newest first
-    saved = {b["name"]: b["path"] for b in bundles if b["name"] not in session}
+    bundles = [b for b in list_bundles(model_dir()) if kinds is None or b["kind"] in kinds]  # newest first
+    saved = {b["name"]: b["path"] for b in bundles if b["name"] not in models()}
     if not session and not saved:
         require_models(predicate, what, train_pages)
     # One sorted list, so loading a saved bundle into the session keeps the selection where it is.
@@ -635,7 +650,7 @@ def pick_crops(faces: Any, key: str) -> Any:
     """Show (N, S, S) crops with a ticked box each; returns the crops still ticked."""
     st.caption("Check the crops: untick any that is not the person.")
     cols = st.columns(min(len(faces), 10))
-    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=f"{key}.{i}") for i in range(len(faces))]
+    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=kept(f"{key}.{i}")) for i in range(len(faces))]
     for i, face in enumerate(faces):
         cols[i % len(cols)].image(face, clamp=True, width=64)
     return np.asarray(faces)[[i for i, k in enumerate(keep) if k]]
@@ -669,8 +684,7 @@ def rerun_with_message(place: str, text: str, forget: str | None = None, error: 
     Widget values whose keys start with `forget` are dropped (e.g. the ticks of crops that are gone, so the next
     ones start ticked)."""
     if forget:
-        for key in [k for k in st.session_state if str(k).startswith(forget)]:
-            del st.session_state[key]
+        forget_kept(forget)
     st.session_state[DONE_MESSAGE] = (place, text, error)
     st.rerun()
 

@@ -27,7 +27,7 @@ def webcam_section() -> None:
     st.caption("Type a name, let the camera see that person's face, and capture crops; repeat for everyone. "
                "Turn the head a little and vary the light between captures: varied crops train better models.")
     c = st.columns(2)
-    person = c[0].text_input("Person's name", key="data.webcam.name")
+    person = c[0].text_input("Person's name", key=ui.kept("data.webcam.name"))
     config = EnrolConfig(n_faces=int(c[1].number_input("Face crops per capture", 3, 50, 10, key="data.webcam.n")))
     mode = st.radio("Camera", ["Live video (WebRTC)", "Snapshot (one photo)"], horizontal=True, key="data.webcam.mode")
     faces, shot = None, None

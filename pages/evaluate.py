@@ -11,10 +11,11 @@ st.title("Evaluate")
 name, model = ui.pick_model("Model", "evaluate.model")
 
 ds = ui.dataset()
+other_data = ds is not None and model.data_source_ and model.data_source_ != ds.source
+if other_data:  # on the page, not in the expander: the embedding space below is drawn from this data too
+    st.warning(f"{name} was trained on {model.data_source_}; the active data set is {ds.source}.")
 if ds is not None:
     with st.expander("Evaluate on the active data set", expanded=not model.metrics_):
-        if model.data_source_ and model.data_source_ != ds.source:
-            st.warning(f"{name} was trained on {model.data_source_}; the active data set is {ds.source}.")
         make_split = ui.split_form(ds, key="evaluate.split")
         st.caption("Use the split the model was trained with (same K and seed), or its training faces count as test.")
         if st.button("Evaluate", key="evaluate.run", type="primary"):

@@ -75,6 +75,7 @@ for photo in photos or []:
             nearest = "" if answer.known else f"nearest: {answer.top[0][0]}, "
             st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}{answer.confidence:.3f})")
             st.dataframe(pd.DataFrame(answer.top[:3], columns=["person", "score"]), hide_index=True,
+                         column_config={"score": st.column_config.NumberColumn(format="%.3f")},
                          key=f"identify.top.{photo.file_id}.{i}")
 
 if unknown_faces:

@@ -129,10 +129,13 @@ st.caption(
     "swapped in when done)."
 )
 config = EnrolConfig(n_faces=int(st.number_input("Face crops to collect", 3, 30, 10, key="live.enrol.n")))
-person = st.text_input("Name", key="live.enrol.name")
+person = st.text_input("Name", key=ui.kept("live.enrol.name"))
 source = st.radio("From", ["Webcam", "Photos"], horizontal=True, key="live.enrol.source")
 faces = None
-if source == "Webcam":
+if source == "Webcam" and not mode.startswith("Live"):
+    st.caption("Crops are captured from the live video: switch the camera above to Live video, or add the person "
+               "from photos.")
+elif source == "Webcam":
     if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:",
                  disabled=not playing, help="crops come from the live video: press START above first"):
         st.session_state[CAPTURE] = FaceCapture(config)
@@ -172,10 +175,11 @@ if faces is not None and len(faces):
         st.caption(f"Keep at least {config.min_faces} crops to add a person.")
     tune = None
     if classifiers:
+        # The chosen model when it is a classifier (another one only when picked here), else none for a gallery.
         tune = st.selectbox(
             "Also fine-tune a GRU classifier with this person (background)",
             ["no", *classifiers],
-            index=0 if gallery_model else 1,
+            index=1 + list(classifiers).index(name) if name in classifiers else 0 if gallery_model else 1,
             key="live.enrol.tune",
         )
         tune = None if tune == "no" else tune
@@ -215,7 +219,8 @@ def fine_tune_progress() -> None:
     new_name, job = running
     status = job.status()
     if status.running:
-        st.progress(status.epoch / max(status.epochs, 1), f"Fine-tuning {new_name}: epoch {status.epoch}/{status.epochs}")
+        where = f"epoch {status.epoch}/{status.epochs}" if status.epochs else "starting"
+        st.progress(status.epoch / max(status.epochs, 1), f"Fine-tuning {new_name}: {where}")
         return
     del st.session_state[FINE_TUNE]
     if job.result is None:

@@ -8,7 +8,7 @@ from facelab.errors import FaceLabError
 
 st.title("Reconstructions")
 name, model = ui.pick_model("Autoencoder", "recon.model", registry.is_autoencoder, "autoencoder",
-                            train_pages=(ui.PAGE_TRAIN_AE,))
+                            train_pages=(ui.PAGE_TRAIN_AE,), kinds=registry.AUTOENCODER_KINDS)
 ds = ui.require_dataset()
 
 people = ui.pick_people(ds, "People", 3, key="recon.people")

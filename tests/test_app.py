@@ -388,6 +388,23 @@ def test_result_pages_offer_saved_bundles_without_a_visit_to_models(olivetti_ae,
     assert "saved-ae" in at.session_state[ui.MODELS] and not errors(at)  # loaded on choice
     go(at, "pages/reconstructions.py")
     assert at.selectbox(key="recon.model").value == "saved-ae"
+    # A newer bundle of a kind the page cannot use (a GRU on Reconstructions) is not offered there.
+    from facelab.storage import save_bundle
+    from tests.test_storage import META, _model
+
+    save_bundle(model_dir / "newer-gru", _model(), META)
+    at = go(new_app(), "pages/reconstructions.py")
+    assert at.selectbox(key="recon.model").options == ["saved-ae (saved)"] and not errors(at)
+
+
+def test_kept_settings_come_back_when_streamlit_has_dropped_them():
+    # What app.py notes at each full run (ui.keep_widget_values) is given back to a widget Streamlit dropped while
+    # the page was not drawn: a visit to another page, or a training's progress fragment rerunning meanwhile.
+    at = go(new_app(), "pages/data.py")
+    at.button(key="data.load").click().run()
+    at.session_state[ui.KEPT_WIDGETS] = {"gru.preset": "gru", "gru.gru.epochs": 7}
+    go(at, "pages/train_gru.py")
+    assert at.radio(key="gru.preset").value == "gru" and at.number_input(key="gru.gru.epochs").value == 7
 
 
 def test_pages_with_data_and_a_model(olivetti_ae, olivetti):

@@ -174,7 +174,7 @@ def test_calibration_matches_a_hand_computation():
 
 def test_calibration_describes_itself_and_flags_a_threshold_that_names_few_known_faces():
     cal = Calibration(threshold=0.1234, far_target=0.01, far=0.0, tar=0.3, genuine=20, impostors=30)
-    assert cal.describe() == ("Calibrated threshold 0.123: set for 1% false accepts, it accepted 0% of 30 faces of "
+    assert cal.describe() == ("Calibrated threshold 0.1234: set for 1% false accepts, it accepted 0% of 30 faces of "
                               "people the gallery does not know and named 30% of 20 validation faces of known people.")
     assert cal.names_few_known
     assert not dataclasses.replace(cal, tar=0.85).names_few_known

@@ -187,7 +187,7 @@ def test_check_answers_and_samples_of_a_dataset():
     # eve is not known: "unknown" is her right answer, a name a false accept.
     assert check.outcomes == ["right", "wrong", "unknown", "right", "wrong"]
     assert (check.right, check.wrong, check.unknown) == (2, 2, 1)
-    assert check.captions[:3] == ["ann ✓ 0.90", "ann\n✗ bob", "bob: unknown"]
+    assert check.captions[:3] == ["ann ✓ 0.900", "ann\n✗ bob", "bob: unknown"]
     with pytest.raises(ValueError):
         check_answers(["ann"], answers, ["ann"])
 
