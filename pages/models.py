@@ -19,7 +19,9 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 st.subheader("Saved bundles")
 bundles = storage.list_bundles(folder)
-if not bundles:
+if folder.exists() and not folder.is_dir():
+    st.error(f"{folder} is a file, not a folder: bundles cannot be kept there. Change the model folder in the sidebar.")
+elif not bundles:
     st.info("No bundles in this folder yet. Train a model, or upload an exported bundle below.")
 else:
     ui.metrics_table([{

@@ -227,6 +227,8 @@ def test_a_model_folder_that_cannot_take_the_bundle_is_refused_before_training(t
     at.button(key="gru.train").click().run()
     assert any("is not a writable folder" in e for e in errors(at)), errors(at)
     assert "gru" not in at.session_state[ui.JOBS]  # nothing trained for nothing
+    go(at, "pages/models.py")
+    assert any("is a file, not a folder" in e for e in errors(at))
 
 
 def test_training_two_epochs_fills_curves_and_session():
