@@ -33,11 +33,12 @@ if not metrics:
 else:
     ui.show_metrics(metrics)
     names = metrics.get("confusion_names") or model.names_
-    left, right = st.columns(2)
+    # Tabs, not columns: a 40-person confusion matrix needs the page's width to be read.
+    confusion, per_person = st.tabs(["Confusion matrix", "Accuracy per person"])
     if metrics.get("confusion"):
-        left.plotly_chart(plots.confusion_heatmap(metrics["confusion"], names), key="evaluate.confusion")
+        confusion.plotly_chart(plots.confusion_heatmap(metrics["confusion"], names), key="evaluate.confusion")
     if metrics.get("per_person"):
-        right.plotly_chart(plots.per_person_bar(metrics["per_person"]), key="evaluate.per_person")
+        per_person.plotly_chart(plots.per_person_bar(metrics["per_person"]), key="evaluate.per_person")
 
 wrong = st.session_state.get(ui.EVALUATIONS, {}).get(name)
 if wrong is not None:
