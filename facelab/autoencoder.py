@@ -359,6 +359,8 @@ class FaceAutoencoder:
         gallery = self._need_gallery()
         if threshold is None:
             return gallery
+        if not threshold >= 0:  # NaN too
+            raise BadInputError(f"threshold {threshold:g} is a code distance for a gallery: give one of 0 or more")
         new = gallery.copy()
         new.threshold = float(threshold)
         return new

@@ -316,6 +316,8 @@ class FaceClassifier:
     def recognizer(self, threshold: float | None = None) -> ClassifierRecognizer:
         """A `Recognizer` answering "unknown" below `threshold` (default: the config's)."""
         self._check_fitted()
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise BadInputError(f"threshold {threshold:g} is a probability for a classifier: give one from 0 to 1")
         return ClassifierRecognizer(self.predict_proba, self.names_,
                                     self.config.threshold if threshold is None else threshold)
 

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands, model_commands = _commands()
     for name, (add_args, run) in commands.items():
         p = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None)
+        # -v also after the sub-command; SUPPRESS leaves the main parser's value when it is not given there
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress")
         add_args(p)
         p.set_defaults(run=run, needs_models=name in model_commands)
     return parser
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn a `FaceLabError` into one message on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:  # OpenCV's own warnings (a camera that will not open) before FaceLab's one line
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if args.needs_models and not args.verbose:
         from facelab.device import start_backend_quietly
 

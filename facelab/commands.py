@@ -277,7 +277,7 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the person in front of the camera")
     p.add_argument("--out", required=True, help="data folder: the crops go to OUT/NAME/ (other people there stay)")
     p.add_argument("--camera", default="0", help="camera index (default 0) or a video file")
-    p.add_argument("--n", type=int, default=10, help="face crops to collect (default 10)")
+    p.add_argument("--n", type=int, default=10, help="face crops to collect (default 10, at least 3)")
     p.add_argument("--every", type=int, default=3, help="keep every n-th usable frame, for varied crops (default 3)")
     p.add_argument("--max-frames", type=int, default=300, help="give up after this many frames (default 300)")
 
@@ -291,8 +291,10 @@ def _capture_run(args: argparse.Namespace) -> int:
     """Collect face crops of one person from a camera or video into a data folder (one sub-folder per person)."""
     from facelab.enrol import EnrolConfig, FaceCollection, capture_from_video
 
-    if args.n < 1 or args.every < 1 or args.max_frames < 1:
-        raise BadInputError("--n, --every and --max-frames must be at least 1")
+    least = EnrolConfig().min_faces
+    if args.n < least or args.every < 1 or args.max_frames < 1:
+        raise BadInputError(f"--n must be at least {least} (the fewest crops a person is added with), --every and "
+                            "--max-frames at least 1")
     config = EnrolConfig(n_faces=args.n, every=args.every)
     source = _camera_source(args.camera)
     capture = capture_from_video(source, config, args.max_frames)
@@ -382,21 +384,25 @@ def _models_run(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder) if args.folder else default_model_dir()
     if args.folder and not folder.is_dir():
-        raise BadInputError(f"{folder}: no such folder")
+        raise BadInputError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
     keys = ("accuracy", "top5", "recon_psnr", "infer_ms_per_face")
+    damaged: list[tuple[str, str]] = []
     rows = [{"name": b["name"], "kind": b["kind"], "created": b["created"][:19], "people": b["people"],
-             "data": b["data_source"], **{k: b["metrics"].get(k) for k in keys}} for b in list_bundles(folder)]
+             "data": b["data_source"], **{k: b["metrics"].get(k) for k in keys}}
+            for b in list_bundles(folder, damaged)]
     if args.json:
-        print(json.dumps({"folder": str(folder), "bundles": rows}, indent=2))
+        print(json.dumps({"folder": str(folder), "bundles": rows,
+                          "damaged": [{"name": n, "why": why} for n, why in damaged]}, indent=2))
         return 0
-    if not rows:
-        print(f"{folder}: no model bundles")
-        return 0
-    print(f"{len(rows)} bundle(s) in {folder}:")
+    print(f"{len(rows)} bundle(s) in {folder}" + (":" if rows else ""))
     for r in rows:
         figures = [f"accuracy {r['accuracy']:.1%}" if is_number(r["accuracy"]) else "not evaluated"]
         figures += [f"PSNR {r['recon_psnr']:.1f} dB"] if is_number(r["recon_psnr"]) else []
         print(f"  {r['name']}: {r['kind']}, {r['people']} people, {', '.join(figures)}, {r['created']}, {r['data']}")
+    if damaged:
+        print(f"{len(damaged)} folder(s) with a meta.json that is not a readable bundle:")
+        for name, why in damaged:
+            print(f"  {name}: {why}")
     return 0
 
 

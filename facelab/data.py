@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ZIP_MAX_BYTES = 1024**3  # unpacked size limit
 ZIP_MAX_FILES = 50_000
+MIN_FACE_SIZE, MAX_FACE_SIZE = 8, 512  # face sides a data set can be loaded at (the models take 16..256)
 ZIP_MAX_RATIO = 200  # a member that unpacks to 200x its packed size is a zip bomb, not a photo
 FER_EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
@@ -179,6 +180,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 def load_dataset(spec: str = "synthetic", image_size: int = FACE_SIZE, progress: Progress | None = None) -> FaceDataset:
     """Load any source spec (see the module docstring) as a `FaceDataset` of (image_size)^2 faces."""
+    if not MIN_FACE_SIZE <= image_size <= MAX_FACE_SIZE:
+        raise BadInputError(f"face size {image_size} is outside {MIN_FACE_SIZE}..{MAX_FACE_SIZE} pixels")
     kind, arg, opts = parse_spec(spec)
     unknown = sorted(set(opts) - set(SPEC_OPTIONS.get(kind, ())))
     if unknown:  # a typo would otherwise be ignored silently

@@ -316,19 +316,22 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(model, meta, extras, folder)
 
 
-def list_bundles(folder: str | Path) -> list[dict]:
+def list_bundles(folder: str | Path, damaged: list[tuple[str, str]] | None = None) -> list[dict]:
     """Bundles directly inside `folder`, newest first: path, name, kind, created, people, metrics, data_source,
-    history (per-epoch training curves)."""
+    history (per-epoch training curves). Folders with a meta.json that does not read as a bundle's are left out;
+    `damaged`, when given, gets (folder name, why) for each."""
     root = Path(folder)
     if not root.is_dir():
         return []
     found = []
-    for sub in root.iterdir():
+    for sub in sorted(root.iterdir()):
         if not sub.is_dir() or sub.name.startswith("."):
             continue
         try:
             meta = read_meta(sub)
-        except BadInputError:
+        except BadInputError as err:
+            if damaged is not None and (sub / META_FILE).exists():
+                damaged.append((sub.name, str(err).replace(f"{sub}: ", "").replace(str(sub), sub.name)))
             continue
         found.append({"path": sub, "name": sub.name, "kind": meta["kind"], "created": meta.get("created") or "",
                       "people": len(meta.get("names") or []), "metrics": meta.get("metrics") or {},

@@ -18,7 +18,11 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 
 st.subheader("Saved bundles")
-bundles = storage.list_bundles(folder)
+damaged: list[tuple[str, str]] = []
+bundles = storage.list_bundles(folder, damaged)
+if damaged:
+    st.warning(f"{len(damaged)} folder(s) here have a meta.json that is not a readable bundle: "
+               + "; ".join(f"{name} ({why})" for name, why in damaged))
 if folder.exists() and not folder.is_dir():
     st.error(f"{folder} is a file, not a folder: bundles cannot be kept there. Change the model folder in the sidebar.")
 elif not bundles:

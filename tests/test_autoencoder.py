@@ -135,6 +135,10 @@ def test_fit_calibrates_the_threshold_on_people_it_never_trained_on(trained, spl
     assert set(strangers) <= set(trained.gallery_.names) and len(trained.gallery_) == KNOWN
     cal = trained.gallery_.calibration
     assert cal.impostors == 5 * len(strangers) and cal.genuine == KNOWN - 7 and cal.far == 0.0
+    # A hand-set threshold is a distance: 0 or more (infinite names everyone); a negative one is refused.
+    assert trained.recognizer(float("inf")).threshold == float("inf")
+    with pytest.raises(FaceLabError, match="code distance"):
+        trained.recognizer(-1.0)
 
 
 def test_too_few_people_for_strangers_calibrate_on_validation_faces(split):

@@ -68,8 +68,10 @@ def test_train_then_identify_photos(olivetti_dir, olivetti_uint8, tmp_path, caps
     assert all(f["name"].startswith("person-") and 0 <= f["probability"] <= 1 for f in two["faces"])
     assert len(one["faces"]) == 1 and one["faces"][0]["box"] == {"x": 0, "y": 0, "w": 64, "h": 64}
 
-    assert main(["identify", str(bundle), str(photo), "--threshold", "1.01"]) == 0
+    assert main(["identify", str(bundle), str(photo), "--threshold", "1"]) == 0
     assert "unknown" in capsys.readouterr().out
+    assert main(["identify", str(bundle), str(photo), "--threshold", "5"]) == 2  # a classifier's is a probability
+    assert "give one from 0 to 1" in capsys.readouterr().err
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
@@ -88,6 +90,10 @@ def test_bad_models_and_flags(tmp_path, photo_folder, capsys):
     assert "--gallery-k" in capsys.readouterr().err
     assert main(["evaluate", "gru", "--data", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    assert main(["data", "synthetic", "--size", "0"]) == 2  # was a cv2.error traceback (and --size 100000 ran out of memory)
+    assert "face size 0 is outside 8..512" in capsys.readouterr().err
+    assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--n", "2"]) == 2  # refused before any frame
+    assert "--n must be at least 3" in capsys.readouterr().err
 
 
 def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tmp_path, capsys):
@@ -156,9 +162,17 @@ def test_models_lists_saved_bundles_with_their_figures(olivetti_dir, tmp_path, c
     text = capsys.readouterr().out
     assert "2 bundle(s)" in text and "a: ae-dense, 40 people, accuracy" in text and "dB" in text
     assert main(["models", str(tmp_path / "not-a-bundle")]) == 0
-    assert "no model bundles" in capsys.readouterr().out
+    assert "0 bundle(s) in" in capsys.readouterr().out
     assert main(["models", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # A folder whose meta.json does not read as a bundle's is named with the reason, not left out in silence.
+    (tmp_path / "not-a-bundle" / "meta.json").write_text("{broken")
+    assert main(["models", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "2 bundle(s)" in text and "1 folder(s) with a meta.json that is not a readable bundle" in text
+    assert "not-a-bundle/meta.json: unreadable bundle metadata" in text or "not-a-bundle: " in text
+    assert main(["models", str(tmp_path / "g" / "meta.json")]) == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_live_names_the_people_of_the_webcam_feed_and_writes_the_annotated_video(olivetti_dir, tmp_path, capsys):
