@@ -260,6 +260,8 @@ def _identify_run(args: argparse.Namespace) -> int:
         print(json.dumps({"model": str(args.bundle), "kind": model.kind, "threshold": recognizer.threshold,
                           "images": results}, indent=2))
     else:
+        # A classifier gives a probability; a gallery the similarity of the nearest codes (its threshold is a distance).
+        score = "similarity" if hasattr(model, "gallery_") else "p"
         for r in results:
             if "error" in r:
                 continue
@@ -269,7 +271,7 @@ def _identify_run(args: argparse.Namespace) -> int:
                 b = f["box"]
                 extra = "" if f["known"] else f" (best guess {f['top'][0][0]})"
                 print(f"{r['image']}: face {i} at x={b['x']} y={b['y']} w={b['w']} h={b['h']}: {f['name']} "
-                      f"p={f['probability']:.2f}{extra}")
+                      f"{score}={f['probability']:.3f}{extra}")
     return 2 if failed else 0
 
 

@@ -166,6 +166,9 @@ def load_upload(name: str, data: bytes, image_size: int = FACE_SIZE, progress: P
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """`name:arg` or `name:key=value,...` or a path -> (kind, argument, options)."""
     spec = spec.strip()
+    if not spec:  # an empty path would be the current folder
+        raise BadInputError(f"no data source given; choose one of {', '.join(NAMED_SOURCES)}, a folder, a .zip or a "
+                            "FER2013 .csv")
     head, _, rest = spec.partition(":")
     if head.lower() in NAMED_SOURCES:
         options = dict(part.split("=", 1) for part in rest.split(",") if "=" in part) if "=" in rest else {}

@@ -40,6 +40,8 @@ def test_data_text_and_error_exit_code(tmp_path):
     (tmp_path / "x.csv").write_text("nothing,here\n1,2\n")
     bad = run("data", str(tmp_path / "x.csv"))
     assert bad.returncode == 2 and "missing column" in bad.stderr and "Traceback" not in bad.stderr
+    empty = run("data", "")  # not the current folder
+    assert empty.returncode == 2 and "no data source given" in empty.stderr
 
 
 @pytest.mark.parametrize("command", ["data", "train", "evaluate", "identify", "live", "capture", "enrol", "models"])
