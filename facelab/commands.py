@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -164,13 +165,16 @@ def _train_run(args: argparse.Namespace) -> int:
     path = model.save(out)
     result = _result(model, args.kind, ds, split, args, val, seconds, metrics)
     result["bundle"] = str(path)
+    calibration = getattr(getattr(model, "gallery_", None), "calibration", None)
     if args.json:
+        if calibration is not None:
+            figures = {k: v if math.isfinite(v) else None for k, v in calibration.as_dict().items()}  # strict JSON
+            result["calibration"] = {**figures, "summary": calibration.describe()}
         print(json.dumps(result, indent=2))
     else:
         acc = f", test accuracy {metrics['accuracy']:.1%} on {result['n_test']} faces" if metrics else ""
         print(f"trained {args.kind} on {result['n_train']} faces of {ds.n_people} people in {seconds:.0f} s "
               f"({result['epochs_run']} epoch{'s' if result['epochs_run'] != 1 else ''}){acc}; saved to {path}")
-        calibration = getattr(getattr(model, "gallery_", None), "calibration", None)
         if calibration is not None:
             print(calibration.describe())
     return 0
@@ -213,9 +217,11 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        trained = (f"trained in {seconds:.0f} s, {result['epochs_run']} epochs" if args.model in MODEL_KINDS
+                   else f"the saved bundle ({result['epochs_run']} epochs)")
         print(f"{kind} on {ds.source}: accuracy {result['accuracy']:.1%}, top-5 {result['top5']:.1%} "
-              f"({result['n_test']} test faces, {result['n_train']} training faces); trained in "
-              f"{seconds:.0f} s, {result['epochs_run']} epochs; {result['infer_ms_per_face']:.2f} ms per face")
+              f"({result['n_test']} test faces, {result['n_train']} training faces); {trained}; "
+              f"{result['infer_ms_per_face']:.2f} ms per face")
     return 0
 
 
@@ -340,7 +346,7 @@ def _enrol_run(args: argparse.Namespace) -> int:
     """Add a person to a saved autoencoder's gallery from photos, remove one, or list them (no retraining)."""
     import numpy as np
 
-    from facelab.enrol import add_person, check_name, crops_from_photos, gallery_of, remove_person
+    from facelab.enrol import add_person, already_known, check_name, crops_from_photos, gallery_of, remove_person
     from facelab.registry import load_model
 
     if sum([bool(args.list), bool(args.remove), bool(args.name)]) != 1:
@@ -361,6 +367,10 @@ def _enrol_run(args: argparse.Namespace) -> int:
         for r in refused:
             print(f"skipped {r['reason']}", file=sys.stderr)
         used = [c.face for c in crops if c.ok]
+        known = already_known(model.recognizer(), np.stack(used), args.name) if used else {}
+        if known:  # as the Live page warns: crops of someone known would be named args.name from now on
+            print(f"warning: {sum(known.values())} of the {len(used)} faces look like people the gallery already "
+                  "knows: " + ", ".join(f"{n} ({c})" for n, c in known.items()), file=sys.stderr)
         model = add_person(model, args.name, np.stack(used) if used else np.zeros((0, 1, 1), np.float32))
         action = f"Added {len(used)} face(s) of {' '.join(args.name.split())}"
     saved = model.save(args.out or args.bundle) if not args.list else Path(args.bundle)

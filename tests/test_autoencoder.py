@@ -235,9 +235,12 @@ def test_cli_trains_saves_and_evaluates_an_autoencoder(olivetti_dir, tmp_path, c
     assert main(["train", "ae-dense", "--data", data, "--epochs", "3", "--out", str(tmp_path / "m"), "--json"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["model"] == "ae-dense" and trained["n_test"] == 200
+    assert trained["calibration"]["summary"].startswith("Calibrated threshold")  # as the text output says it
     for key in ("accuracy", "top5", "infer_ms_per_face", "recon_mse", "recon_psnr"):
         assert isinstance(trained[key], float), key
     assert main(["evaluate", str(tmp_path / "m"), "--data", data, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["accuracy"] == pytest.approx(trained["accuracy"])
     assert again["recon_mse"] == pytest.approx(trained["recon_mse"], rel=1e-4)
+    assert main(["evaluate", str(tmp_path / "m"), "--data", data]) == 0
+    assert "the saved bundle (3 epochs)" in capsys.readouterr().out  # not "trained in 0 s"

@@ -60,7 +60,10 @@ def test_probabilities_embeddings_and_recognizer(trained, split):
     answers = clf.recognizer(threshold=0.0).identify(faces)
     assert [a.name for a in answers] == clf.predict(faces)
     assert all(a.known and len(a.top) == 3 and a.top[0][1] == pytest.approx(a.confidence) for a in answers)
-    assert all(a.name == UNKNOWN and not a.known for a in clf.recognizer(threshold=1.01).identify(faces))
+    strict = clf.recognizer(threshold=1.0).identify(faces)  # only a probability of exactly 1 is named
+    assert all((a.name == UNKNOWN and not a.known) or a.confidence == 1.0 for a in strict)
+    with pytest.raises(BadInputError, match="give one from 0 to 1"):
+        clf.recognizer(threshold=1.01)
     with pytest.raises(BadInputError, match="faces must be"):
         clf.predict_proba(np.zeros((2, 32, 32), np.float32))
 

@@ -134,6 +134,10 @@ def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tm
     assert "not in this model's gallery" in capsys.readouterr().err
     assert main(["enrol", str(bundle), "--list", "--json"]) == 0
     assert set(_json(capsys)["people"]) == {"p2", "p3", "p4", "p5", "p6"}
+    # Photos of someone the gallery knows, under a new name: added as asked, with a warning (as in the app).
+    p2 = sorted(str(f) for f in (known / "p2").glob("*.jpg"))
+    assert main(["enrol", str(bundle), "Zed", *p2, "--out", str(tmp_path / "zed")]) == 0
+    assert "look like people the gallery already knows: p2" in capsys.readouterr().err
 
 
 def test_enrol_refuses_a_classifier_bundle(olivetti_dir, tmp_path, capsys):
