@@ -291,8 +291,14 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 
 
 def _camera_source(text: str) -> int | str:
-    """`--camera`: a camera index ("0") or a video file's path."""
-    return int(text) if text.isdigit() else text
+    """`--camera`: a camera index ("0") or a video file's path (a photo is refused: OpenCV reads it as one frame)."""
+    from facelab.images import IMAGE_SUFFIXES
+
+    if text.isdigit():
+        return int(text)
+    if Path(text).suffix.lower() in IMAGE_SUFFIXES:
+        raise BadInputError(f"{text}: a photo, not a video; `python -m facelab identify BUNDLE {text}` names its faces")
+    return text
 
 
 def _capture_run(args: argparse.Namespace) -> int:

@@ -94,6 +94,8 @@ def test_bad_models_and_flags(tmp_path, photo_folder, capsys):
     assert "face size 0 is outside 8..512" in capsys.readouterr().err
     assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--n", "2"]) == 2  # refused before any frame
     assert "--n must be at least 3" in capsys.readouterr().err
+    assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--camera", "face.png"]) == 2
+    assert "a photo, not a video" in capsys.readouterr().err
 
 
 def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tmp_path, capsys):
