@@ -241,7 +241,7 @@ def _identify_run(args: argparse.Namespace) -> int:
 
     from facelab.images import read_image
     from facelab.preprocess import FaceDetector, faces_in_image
-    from facelab.registry import load_model
+    from facelab.registry import is_autoencoder, load_model
 
     model = load_model(args.bundle)
     size = int(getattr(model, "image_size_", 0) or getattr(model.config, "image_size", 64))
@@ -267,7 +267,7 @@ def _identify_run(args: argparse.Namespace) -> int:
                           "images": results}, indent=2))
     else:
         # A classifier gives a probability; a gallery the similarity of the nearest codes (its threshold is a distance).
-        score = "similarity" if hasattr(model, "gallery_") else "p"
+        score = "similarity" if is_autoencoder(model) else "p"
         for r in results:
             if "error" in r:
                 continue

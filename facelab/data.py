@@ -223,8 +223,8 @@ def source_version(spec: str) -> str:
                 dirs.sort()
                 for name in sorted(files):
                     path = Path(folder) / name
-                    stat = path.stat() if path.exists() else None
-                    entries.append((str(path.relative_to(root)), stat and stat.st_size, stat and stat.st_mtime_ns))
+                    stat = os.stat(path, follow_symlinks=False)  # a dangling link has a stat of its own
+                    entries.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
         else:
             stat = root.stat()
             entries.append((root.name, stat.st_size, stat.st_mtime_ns))

@@ -34,7 +34,7 @@ st.title("Live webcam")
 name, model = ui.pick_model("Model", "live.model", lambda m: hasattr(m, "recognizer"), "model that can identify")
 
 recognizer = ui.recognizer_with_threshold(model, key=f"live.threshold.{name}")
-threshold = recognizer.threshold  # kept for snapshots and for models that enrolment replaces
+threshold = recognizer.threshold  # carried over to the models that enrolment makes
 
 live: LiveRecognizer = st.session_state.setdefault(LIVE, LiveRecognizer())
 # A new recogniser object per run; the stream thread picks it up at its next frame.
@@ -100,7 +100,7 @@ else:
     if shot is not None:
         try:
             img = read_image(shot.getvalue(), name="camera photo")
-            annotated, result = identify_image(img, model.recognizer(threshold))
+            annotated, result = identify_image(img, recognizer)
             st.image(annotated, channels="BGR", caption="camera photo")
             st.markdown("**In the photo:** " + (", ".join(result.names) or "no face found"))
             if result.faces:
@@ -165,7 +165,7 @@ else:
         faces = np.stack([c.face for c in good]) if good else None
 if faces is not None and len(faces):
     chosen = ui.pick_crops(faces, "live.enrol.keep")
-    known = already_known(model.recognizer(threshold), chosen, person)
+    known = already_known(recognizer, chosen, person)
     if known:
         st.warning(f"{sum(known.values())} of the {len(chosen)} crops look like people {name} already knows: "
                    + ", ".join(f"{who} ({n})" for who, n in known.items())
