@@ -27,22 +27,25 @@ CELLS = ("gru", "lstm", "seed")
 
 # The cells' equations as LaTeX `aligned` blocks, shown side by side on the Train GRU page: the seed document's
 # cell is Keras' LSTM with the input gate named z (`SeedCell` equals `keras.layers.LSTM` with the same weights);
-# Cho et al.'s GRU is another cell.
-SEED_CELL_EQUATIONS = r"""\begin{aligned}
+# Cho et al.'s GRU is another cell. The candidate state has its own line (tilde c) so that a block fits half
+# of the page at 800 px.
+SEED_CELL_EQUATIONS = r"""\small\begin{aligned}
 z_t &= \sigma(W_z[h_{t-1}, x_t] + b_z)\\
 f_t &= \sigma(W_f[h_{t-1}, x_t] + b_f)\\
 o_t &= \sigma(W_o[h_{t-1}, x_t] + b_o)\\
-c_t &= f_t \odot c_{t-1} + z_t \odot \tanh(W_h[h_{t-1}, x_t] + b_h)\\
+\tilde c_t &= \tanh(W_h[h_{t-1}, x_t] + b_h)\\
+c_t &= f_t \odot c_{t-1} + z_t \odot \tilde c_t\\
 h_t &= o_t \odot \tanh(c_t)
 \end{aligned}"""
-LSTM_EQUATIONS = r"""\begin{aligned}
+LSTM_EQUATIONS = r"""\small\begin{aligned}
 i_t &= \sigma(W_i[h_{t-1}, x_t] + b_i)\\
 f_t &= \sigma(W_f[h_{t-1}, x_t] + b_f)\\
 o_t &= \sigma(W_o[h_{t-1}, x_t] + b_o)\\
-c_t &= f_t \odot c_{t-1} + i_t \odot \tanh(W_c[h_{t-1}, x_t] + b_c)\\
+\tilde c_t &= \tanh(W_c[h_{t-1}, x_t] + b_c)\\
+c_t &= f_t \odot c_{t-1} + i_t \odot \tilde c_t\\
 h_t &= o_t \odot \tanh(c_t)
 \end{aligned}"""
-GRU_EQUATIONS = r"""\begin{aligned}
+GRU_EQUATIONS = r"""\small\begin{aligned}
 r_t &= \sigma(W_r[h_{t-1}, x_t] + b_r)\\
 z_t &= \sigma(W_z[h_{t-1}, x_t] + b_z)\\
 \tilde h_t &= \tanh(W_h[r_t \odot h_{t-1}, x_t] + b_h)\\

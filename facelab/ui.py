@@ -559,7 +559,8 @@ def metrics_table(rows: list[dict]) -> None:
     table = pd.DataFrame([{k: v * 100 if k in percent and v is not None else v for k, v in row.items()}
                           for row in rows])
     formats = {"accuracy": "%.1f%%", "top5": "%.1f%%", "recon_mse": "%.4g"}
-    st.dataframe(table, hide_index=True, column_config={
+    # "–" where a model has no such figure (a classifier's reconstruction error), instead of a grey "None".
+    st.dataframe(table, hide_index=True, placeholder="–", column_config={
         label: st.column_config.NumberColumn(format=formats.get(key, "%.2f")) for key, label in HEADLINE.items()})
 
 

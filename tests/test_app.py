@@ -365,6 +365,7 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     saved = at.dataframe[0].value.iloc[0]  # the bundle table shows the test figures it was saved with
     assert saved["test accuracy"] == pytest.approx(100 * model.metrics_["accuracy"], abs=1e-2)  # in percent
     assert saved["PSNR (dB)"] == pytest.approx(model.metrics_["recon_psnr"], abs=1e-4)
+    assert at.dataframe[0].proto.placeholder == "–"  # a figure a model lacks is a dash, not a grey "None"
     at.button(key="models.load").click().run()
     assert not at.exception and not errors(at)
     loaded = at.session_state[ui.MODELS]["olivetti-ae"]

@@ -110,3 +110,11 @@ def test_standardize_and_round_trip_in_safe_mode(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict_on_batch(_faces(2, 16)), model.predict_on_batch(_faces(2, 16)),
                                rtol=1e-5)
+
+
+def test_the_shown_seed_cell_equations_are_the_lstms_with_the_input_gate_renamed():
+    from facelab.classifier import LSTM_EQUATIONS, SEED_CELL_EQUATIONS
+
+    renamed = SEED_CELL_EQUATIONS.replace("z_t", "i_t").replace("_z", "_i").replace("W_h", "W_c").replace("b_h", "b_c")
+    assert renamed == LSTM_EQUATIONS
+    assert r"c_t &= f_t \odot c_{t-1} + z_t \odot \tilde c_t" in SEED_CELL_EQUATIONS  # the seed's cell-state update
