@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from facelab.errors import FaceLabError
+from facelab.storage import release_bundle_folder, reserve_bundle_folder
 from facelab.training import StopRequest
 
 log = logging.getLogger(__name__)
@@ -23,15 +24,17 @@ class TrainingJob:
 
     The Keras callbacks (`on_epoch`, `on_batch`) only write here under a lock; the page reads a
     snapshot. The finished model is saved as a bundle by the thread itself, so nothing depends on
-    the browser tab staying open.
+    the browser tab staying open. With a `folder`, the bundle's own folder is claimed at once (`name`, or
+    `name-2`, ... when another training took it meanwhile; `self.name` says which).
     """
 
     def __init__(self, name: str, model: Any, split: Any, folder: Path | None = None, evaluate: bool = True,
                  init_from: Any = None) -> None:
-        self.name = name
         self.model = model
         self.split = split
-        self.folder = Path(folder) if folder is not None else None  # None: the caller saves the model
+        # None: the caller saves the model. Claimed now, not at the end, so that no other training saves over it.
+        self.target = reserve_bundle_folder(folder, name) if folder is not None else None
+        self.name = self.target.name if self.target is not None else name
         self.evaluate = evaluate
         self.init_from = init_from  # a trained model whose weights training starts from (fine-tuning)
         self.stop = StopRequest()
@@ -88,9 +91,9 @@ class TrainingJob:
             self.model.fit(self.split, on_epoch=self._on_epoch, on_batch=self._on_batch, stop=self.stop, **warm)
             if self.evaluate and len(self.split.test.images):
                 self.model.evaluate(self.split.test)
-            if self.folder is not None:
+            if self.target is not None:
                 try:
-                    self.path = Path(self.model.save(self.folder / self.name))
+                    self.path = Path(self.model.save(self.target))
                 except FaceLabError as err:  # minutes of training are not thrown away for a full disk
                     self.save_error = str(err)
         except FaceLabError as err:
@@ -99,6 +102,8 @@ class TrainingJob:
             log.exception("training %s failed", self.name)
             self.error = f"training failed: {type(err).__name__}: {err}"
         finally:
+            if self.target is not None and self.path is None:
+                release_bundle_folder(self.target)
             self.finished = time.time()
 
 

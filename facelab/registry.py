@@ -154,7 +154,8 @@ def _check_limits(f: ConfigField, value: Any) -> None:
 
 def _checked(f: ConfigField, value: Any) -> Any:
     """A stored value for field `f`, refused unless it has the field's type and lies within its limits."""
-    number = is_number(value)
+    # A JSON integer has no size limit: one too large for a float is refused here, not an OverflowError later.
+    number = is_number(value) and (isinstance(value, float) or abs(value) < 2 ** 63)
     ok = {bool: isinstance(value, bool), int: number and float(value).is_integer(), float: number,
           str: isinstance(value, str)}.get(f.type, True)
     if not ok:
@@ -239,13 +240,11 @@ def load_model(path: str | Path):
 def import_model(data: bytes, dest: str | Path, upload_name: str):
     """Unpack an exported bundle (the bytes of an upload) into the folder `dest` and load it.
 
-    A bundle that unpacks but does not load is removed again, and messages name the upload, not `dest`.
+    A bundle that unpacks but does not load is refused and `dest` left as it was; messages name the upload.
     """
-    from facelab.storage import delete_bundle, import_bundle
+    from facelab.storage import import_bundle
 
-    path = import_bundle(data, dest, name=upload_name)
-    try:
-        return load_model(path)
-    except FaceLabError as err:
-        delete_bundle(path)  # checked metadata but an unusable model: do not keep it
-        raise BadInputError(str(err).replace(str(path), upload_name)) from None
+    loaded = []
+    # Loaded while still in its temporary folder: a bundle that does not load never replaces what `dest` holds.
+    import_bundle(data, dest, name=upload_name, check=lambda folder: loaded.append(load_model(folder)))
+    return loaded[0]

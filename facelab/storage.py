@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +141,39 @@ def check_bundle_target(path: str | Path) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise BadInputError(f"{folder}: cannot be created, {parent} is not a writable folder")
+
+
+def reserve_bundle_folder(folder: str | Path, base: str) -> Path:
+    """A new, empty folder for a bundle in `folder`: `base`, or `base-2`, `base-3`, ... whichever does not exist.
+
+    One `mkdir` per try claims the name, so two trainings started at once (two tabs, two pages) never save into
+    the same bundle; on a case-insensitive disk "GRU" beside "gru" is refused by the mkdir too.
+    """
+    parent = Path(folder)
+    if parent.exists() and not parent.is_dir():
+        raise BadInputError(f"{parent}: is a file, not a folder; choose another model folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"{parent}: cannot create the model folder ({err.strerror or err})") from None
+    taken: set[str] = set()
+    while True:
+        target = parent / free_bundle_name(base, taken)
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            taken.add(target.name)
+        except OSError as err:
+            raise BadInputError(f"{target}: cannot create the bundle folder ({err.strerror or err})") from None
+
+
+def release_bundle_folder(path: str | Path) -> None:
+    """Give back a folder from `reserve_bundle_folder` that no bundle was saved into (it is left if not empty)."""
+    try:
+        Path(path).rmdir()
+    except OSError:
+        pass
 
 
 def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.ndarray] | None = None) -> Path:
@@ -365,11 +399,13 @@ def export_bundle(path: str | Path, dest: str | Path | None = None) -> bytes:
     return data
 
 
-def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upload") -> Path:
+def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upload",
+                  check: Callable[[Path], Any] | None = None) -> Path:
     """Unpack an exported bundle zip (path or bytes) into the folder `dest`, checking it on the way.
 
     Only flat members named in its meta.json are accepted, within size limits; the result must load
-    as bundle metadata. Replaces `dest` only once the new bundle is complete.
+    as bundle metadata, and pass `check(folder)` (which raises FaceLabError) when given. Replaces `dest`
+    only once the new bundle is complete and checked.
     """
     label = Path(source).name if isinstance(source, (str, Path)) else name
     dest = Path(dest)
@@ -395,7 +431,9 @@ def import_bundle(source: str | Path | bytes, dest: str | Path, name: str = "upl
                 for member in wanted:
                     written += extract_entry(archive, members[member], tmp / member, label,
                                              EXPORT_MAX_BYTES - written)
-            except BadInputError as err:  # name the upload, not the temporary folder it is checked in
+                if check is not None:
+                    check(tmp)
+            except FaceLabError as err:  # name the upload, not the temporary folder it is checked in
                 raise BadInputError(str(err).replace(str(tmp), label)) from None
             if dest.exists():
                 read_meta(dest)  # only ever replace another bundle

@@ -490,10 +490,10 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
         try:
             check_bundle_target(model_dir() / name)  # a model folder that cannot take it: say so before training
             model, split = make_model(), make_split()
+            job = TrainingJob(name, model, split, model_dir()).start()
         except FaceLabError as err:
             show_error(err)
             return
-        job = TrainingJob(name, model, split, model_dir()).start()
         jobs()[page] = job
     if job is None:
         return

@@ -200,8 +200,8 @@ if faces is not None and len(faces):
             if tune:
                 new_name = ui.unique_name(f"{tune}-{check_name(person)}")
                 job = start_fine_tune(classifiers[tune], split, person, chosen, save_as=ui.model_dir() / new_name)
-                st.session_state[FINE_TUNE] = (new_name, job)
-                messages.append(f"Retraining {tune} with {check_name(person)} as {new_name}...")
+                st.session_state[FINE_TUNE] = (job.name, job)  # another training may have taken new_name meanwhile
+                messages.append(f"Retraining {tune} with {check_name(person)} as {job.name}...")
             live.start_capture(None)
             st.session_state.pop(CAPTURE, None)
             st.session_state[ADDED_PHOTOS] = [p.file_id for p in photos] if source == "Photos" else None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facelab import storage
+from facelab.data import split_dataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.registry import MODEL_KINDS, bundle_kind, config_fields, load_model
 from facelab.storage import export_bundle, import_bundle, list_bundles, load_bundle, read_meta, save_bundle
@@ -181,6 +182,26 @@ def test_an_import_that_does_not_load_is_removed_and_names_the_upload(tmp_path):
     with pytest.raises(BadInputError, match="^up.zip: the saved model is not a FaceLab classifier") as err:
         import_model(data, tmp_path / "models" / "up", "up.zip")
     assert str(tmp_path / "models") not in str(err.value)
+    assert not (tmp_path / "models" / "up").exists()
+    # A bundle already at that place stays as it was: the import is loaded before it replaces anything.
+    kept = save_bundle(tmp_path / "models" / "keep", _model(), {**META, "kind": "kept"})
+    with pytest.raises(BadInputError, match="^up.zip: "):
+        import_model(data, kept, "up.zip")
+    assert read_meta(kept)["kind"] == "kept" and load_bundle(kept).model is not None
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["keep"]  # no temporary folder left
+
+
+def test_an_import_whose_config_holds_a_huge_number_is_refused(tmp_path, olivetti):
+    from facelab.registry import config_for, create_model, import_model
+
+    model = create_model(config_for("ae-dense", epochs=1))
+    model.fit(split_dataset(olivetti.subset(np.flatnonzero(olivetti.labels < 3)), 4, 1, 0))
+    path = model.save(tmp_path / "m")
+    meta = read_meta(path)
+    meta["config"]["hidden_units"] = 10 ** 400  # JSON integers have no size limit; float() of it overflows
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match="^up.zip: .*hidden_units must be a whole number"):
+        import_model(export_bundle(path), tmp_path / "models" / "up", "up.zip")
     assert not (tmp_path / "models" / "up").exists()
 
 

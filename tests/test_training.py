@@ -206,12 +206,39 @@ def test_slider_stops_of_a_config_field():
 
 def test_a_training_job_keeps_its_model_when_saving_fails(tmp_path):
     from facelab.data import load_dataset, split_dataset
+    from facelab.errors import BadInputError
     from facelab.jobs import TrainingJob
     from facelab.registry import config_for, create_model
 
     split = split_dataset(load_dataset("synthetic:people=3,per_person=6"), 4, 1, 0)
-    (tmp_path / "a-file").write_text("not a folder")
-    job = TrainingJob("m", create_model(config_for("ae-dense", epochs=1)), split, tmp_path / "a-file").start()
+    model = create_model(config_for("ae-dense", epochs=1))
+
+    def full_disk(path):
+        raise BadInputError(f"{path}: cannot save the model (No space left on device)")
+
+    model.save = full_disk
+    job = TrainingJob("m", model, split, tmp_path).start()
     assert job.wait(120)
     assert job.error is None and job.result is not None and job.path is None  # trained, kept, not saved
-    assert "not a writable folder" in job.save_error
+    assert "No space left" in job.save_error
+    assert not (tmp_path / "m").exists()  # the folder claimed for it is given back
+
+
+def test_two_trainings_started_under_one_name_save_two_bundles(tmp_path):
+    # Two tabs (or both Train pages) may both choose "gru" before either has saved: the second used to replace the
+    # first one's bundle when it finished.
+    from facelab.data import load_dataset, split_dataset
+    from facelab.jobs import TrainingJob
+    from facelab.registry import config_for, create_model
+    from facelab.storage import read_meta
+
+    split = split_dataset(load_dataset("synthetic:people=3,per_person=6"), 4, 1, 0)
+    first = TrainingJob("m", create_model(config_for("ae-dense", epochs=1)), split, tmp_path)
+    second = TrainingJob("m", create_model(config_for("ae-conv", epochs=1)), split, tmp_path)
+    assert (first.name, second.name) == ("m", "m-2")
+    for job in (second.start(), first.start()):
+        assert job.wait(120) and job.error is None
+    assert read_meta(tmp_path / "m")["kind"] == "ae-dense" and read_meta(tmp_path / "m-2")["kind"] == "ae-conv"
+    assert (first.path, second.path) == (tmp_path / "m", tmp_path / "m-2")
+    with pytest.raises(FaceLabError, match="is a file, not a folder"):
+        TrainingJob("m", first.model, split, tmp_path / "m" / "meta.json")
