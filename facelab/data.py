@@ -43,6 +43,9 @@ MIN_FACE_SIZE, MAX_FACE_SIZE = 8, 512  # face sides a data set can be loaded at 
 ZIP_MAX_RATIO = 200  # a member that unpacks to 200x its packed size is a zip bomb, not a photo
 FER_EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+# FER2013 has 35,887 rows; at 64x64 float32 faces 100,000 rows take 1.6 GB. A file of nothing but bad rows is
+# refused after 1,000 of them, and only the first 200 skipped rows are listed (the rest are counted).
+FER_MAX_ROWS, FER_MAX_BAD_LEAD, FER_LISTED_SKIPS = 100_000, 1_000, 200
 Progress = Callable[[float, str], None]
 
 
@@ -247,34 +250,62 @@ def load_olivetti(data_dir: str | Path | None = None, image_size: int = FACE_SIZ
     """Olivetti faces: 40 people x 10 images, from a local folder or scikit-learn's download cache."""
     data_dir = data_dir or os.environ.get("FACELAB_OLIVETTI_DIR")
     if data_dir:
-        images = _olivetti_from_folder(Path(data_dir))
+        images, labels = _olivetti_from_folder(Path(data_dir))
         source = f"olivetti ({data_dir})"
     else:
         from sklearn.datasets import fetch_olivetti_faces
 
         try:
-            images = fetch_olivetti_faces(data_home=os.environ.get("FACELAB_DATA_HOME")).images
+            bunch = fetch_olivetti_faces(data_home=os.environ.get("FACELAB_DATA_HOME"))
         except OSError as err:  # URLError is an OSError: no network and no cache
             raise FaceLabError(
                 f"Olivetti faces are not cached and could not be downloaded ({err}). Put faces.npy and labels.npy "
                 "or olivettifaces.mat in a folder and use 'olivetti:FOLDER' or set FACELAB_OLIVETTI_DIR."
             ) from None
+        images, labels = bunch.images, bunch.target
         source = "olivetti (scikit-learn cache)"
-    labels = np.arange(len(images), dtype=np.int64) // 10
+    people, labels = np.unique(labels, return_inverse=True)  # person numbers as stored, labels 0..n-1
     faces = _resize_all(images.astype(np.float32), image_size)
-    return FaceDataset(faces, labels, [f"person-{i + 1:02d}" for i in range(labels.max() + 1)], source)
+    return FaceDataset(faces, labels.astype(np.int64), [f"person-{p + 1:02d}" for p in people], source)
 
 
-def _olivetti_from_folder(folder: Path) -> np.ndarray:
+def _olivetti_from_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(faces in [0, 1], person numbers) from faces.npy (+ labels.npy) or olivettifaces.mat; without labels, the
+    file's order is 10 faces per person."""
     if (folder / "faces.npy").is_file():
-        faces = np.load(folder / "faces.npy", allow_pickle=False)
-        return faces.astype(np.float32) / (255.0 if faces.dtype == np.uint8 else 1.0)
-    if (folder / "olivettifaces.mat").is_file():
+        where = folder / "faces.npy"
+        try:
+            faces = np.load(where, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:  # pickled, truncated or not an .npy file
+            raise BadInputError(f"{where}: not a readable array file ({err})") from None
+    elif (folder / "olivettifaces.mat").is_file():
         from scipy.io import loadmat
 
-        mat = loadmat(folder / "olivettifaces.mat")["faces"]  # (4096, 400), column-major images
-        return mat.T.reshape(-1, 64, 64).transpose(0, 2, 1).astype(np.float32) / 255.0
-    raise FaceLabError(f"{folder}: no faces.npy or olivettifaces.mat here")
+        where = folder / "olivettifaces.mat"
+        try:
+            mat = loadmat(where)["faces"]  # (4096, 400), column-major images
+            faces = mat.T.reshape(-1, 64, 64).transpose(0, 2, 1)
+        except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as err:
+            raise BadInputError(f"{where}: not the Olivetti .mat file (a 4096 x N 'faces' array): {err}") from None
+    else:
+        raise FaceLabError(f"{folder}: no faces.npy or olivettifaces.mat here")
+    if faces.ndim != 3 or len(faces) < 2 or min(faces.shape[1:]) < 1 or not np.issubdtype(faces.dtype, np.number):
+        raise BadInputError(f"{where}: expected N square grey faces (N x H x W numbers), got shape {faces.shape}")
+    faces = faces.astype(np.float32)
+    if faces.size and (not np.isfinite(faces).all() or faces.min() < 0):
+        raise BadInputError(f"{where}: pixel values must be finite and not negative")
+    if faces.max() > 1.5:  # 0..255, whatever the type
+        faces /= 255.0
+    labels = np.arange(len(faces), dtype=np.int64) // 10
+    if (folder / "labels.npy").is_file():
+        try:
+            labels = np.load(folder / "labels.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise BadInputError(f"{folder / 'labels.npy'}: not a readable array file ({err})") from None
+        if labels.shape != (len(faces),) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise BadInputError(f"{folder / 'labels.npy'}: expected {len(faces)} person numbers (whole numbers from "
+                                f"0), one per face, got {labels.dtype} of shape {labels.shape}")
+    return faces, labels
 
 
 def load_lfw(min_faces: int = 20, data_home: str | None = None, image_size: int = FACE_SIZE,
@@ -417,40 +448,66 @@ def load_zip(zip_path: str | Path, image_size: int = FACE_SIZE, progress: Progre
 
 
 def load_fer2013(csv_path: str | Path, image_size: int = FACE_SIZE) -> FaceDataset:
-    """FER2013 CSV: 48x48 faces, the seven expressions as classes, `Usage` kept as the split."""
-    import pandas as pd
+    """FER2013 CSV: 48x48 faces, the seven expressions as classes, `Usage` kept as the split.
+
+    Read row by row: a file of bad rows is refused after `FER_MAX_BAD_LEAD` of them, and one with more than
+    `FER_MAX_ROWS` rows is refused, instead of filling the memory; the first `FER_LISTED_SKIPS` skipped rows are
+    listed, the others counted."""
+    import csv
 
     path = Path(csv_path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise BadInputError(f"{path.name}: not a readable CSV file ({err})") from None
-    missing = [c for c in ("emotion", "pixels") if c not in table.columns]
-    if missing:
-        raise BadInputError(f"{path.name}: missing column(s) {', '.join(missing)}; a FER2013 CSV has emotion,pixels,Usage")
     faces, labels, usage, skipped = [], [], [], []
-    for row, (emotion, pixels, use) in enumerate(zip(table["emotion"], table["pixels"],
-                                                    table.get("Usage", ["Training"] * len(table))), start=2):
-        where = f"{path.name} line {row}"
-        try:
-            label = int(emotion)
-            values = np.array(pixels.split(), dtype=np.float32)
-        except ValueError:
-            skipped.append(SkippedFile(where, "emotion or pixels are not numbers"))
-            continue
-        if not 0 <= label < len(FER_EMOTIONS):
-            skipped.append(SkippedFile(where, f"emotion {label} is not 0-6"))
-            continue
-        if values.size != 48 * 48:
-            skipped.append(SkippedFile(where, f"{values.size} pixel values; expected 2304 (48x48)"))
-            continue
-        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 255):
-            skipped.append(SkippedFile(where, "pixel values outside 0-255"))
-            continue
-        faces.append(to_face(values.astype(np.uint8).reshape(48, 48), image_size))
-        labels.append(label)
-        usage.append(FER_USAGE.get(use.strip(), "train"))
-    first_skip = f" ({len(skipped)} row(s) skipped; {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+    n_skipped = 0
+
+    def skip(row: int, reason: str) -> None:
+        nonlocal n_skipped
+        n_skipped += 1
+        if len(skipped) < FER_LISTED_SKIPS:
+            skipped.append(SkippedFile(f"{path.name} line {row}", reason))
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in ("emotion", "pixels") if c not in header]
+            if missing:
+                raise BadInputError(f"{path.name}: missing column(s) {', '.join(missing)}; a FER2013 CSV has "
+                                    "emotion,pixels,Usage")
+            col_emotion, col_pixels = header.index("emotion"), header.index("pixels")
+            col_usage = header.index("Usage") if "Usage" in header else None
+            for row, fields in enumerate(reader, start=2):
+                if row - 1 > FER_MAX_ROWS:
+                    raise BadInputError(f"{path.name}: more than {FER_MAX_ROWS} rows; FER2013 has 35,887. Split the "
+                                        "file or keep a sample of it")
+                if not faces and n_skipped >= FER_MAX_BAD_LEAD:
+                    raise BadInputError(f"{path.name}: the first {n_skipped} rows are all unusable, so this is not a "
+                                        f"FER2013 CSV ({skipped[0].path}: {skipped[0].reason})")
+                if not fields:
+                    continue  # a blank line
+                try:
+                    label = int(fields[col_emotion])
+                    values = np.array(fields[col_pixels].split(), dtype=np.float32)
+                except (ValueError, IndexError):
+                    skip(row, "emotion or pixels are not numbers")
+                    continue
+                if not 0 <= label < len(FER_EMOTIONS):
+                    skip(row, f"emotion {label} is not 0-6")
+                    continue
+                if values.size != 48 * 48:
+                    skip(row, f"{values.size} pixel values; expected 2304 (48x48)")
+                    continue
+                if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 255):
+                    skip(row, "pixel values outside 0-255")
+                    continue
+                faces.append(to_face(values.astype(np.uint8).reshape(48, 48), image_size))
+                labels.append(label)
+                use = fields[col_usage] if col_usage is not None and col_usage < len(fields) else "Training"
+                usage.append(FER_USAGE.get(use.strip(), "train"))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise BadInputError(f"{path.name}: not a readable CSV file ({err})") from None
+    if n_skipped > len(skipped):
+        skipped.append(SkippedFile(f"{path.name}: {n_skipped - len(skipped)} more rows", "skipped, not listed"))
+    first_skip = f" ({n_skipped} row(s) skipped; {skipped[0].path}: {skipped[0].reason})" if skipped else ""
     if not faces:
         raise BadInputError(f"{path.name}: no usable rows{first_skip}")
     labels_arr = np.asarray(labels, np.int64)

@@ -58,8 +58,9 @@ def to_face(img: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     """Any image (uint8 or float in [0, 1], grey or colour, any size) -> float32 (size, size) in [0, 1]."""
     arr = np.asarray(img)
     if arr.dtype != np.uint8:
-        arr = np.clip(np.nan_to_num(arr.astype(np.float32)) * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255)
-        arr = arr.astype(np.uint8)
+        arr = np.nan_to_num(arr.astype(np.float32))
+        # Up to 1.5 is a [0, 1] image with some overshoot (resampling, augmentation), not a black 0..255 one.
+        arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.5 else 1.0), 0, 255).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     grey = to_grey(arr)

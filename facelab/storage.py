@@ -204,8 +204,8 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
     try:
         # Keras picks the format from the suffix, so the temporary name must end in .keras too.
         tmp_model = folder / f".tmp-{model_name}"
+        written.append(tmp_model)  # before the save: one that fails halfway leaves a partial file
         keras_model.save(tmp_model)
-        written.append(tmp_model)
         os.replace(tmp_model, folder / model_name)
         written.append(folder / model_name)
         if extras_name:
@@ -246,8 +246,11 @@ def read_meta(path: str | Path) -> dict:
         raise BadInputError(f"{meta_path}: {META_FILE} is too large to be bundle metadata")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadInputError(f"{meta_path}: unreadable bundle metadata ({err})") from None
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON (both decode errors are ValueErrors)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise BadInputError(f"{meta_path}: unreadable bundle metadata ({why})") from None
+    except RecursionError:  # lists nested thousands deep: no bundle looks like that
+        raise BadInputError(f"{meta_path}: unreadable bundle metadata (nested too deep)") from None
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise BadInputError(f"{folder}: not a FaceLab model bundle ({META_FILE} lacks format {BUNDLE_FORMAT!r})")
     if not isinstance(meta.get("version"), int) or meta["version"] > BUNDLE_VERSION:

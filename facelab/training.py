@@ -324,8 +324,11 @@ def fit_keras(
     start = time.perf_counter()
     if stop is not None and stop.requested:
         log.info("stop requested before training started")
+    # shuffle=False: the batches shuffle themselves with the run's own seeded generator. Keras' shuffle of a
+    # PyDataset draws from Python's global `random`, which another training seeding it at the same time (a second
+    # page, a second session) changes, so the same seed would not repeat the run.
     model.fit(data, validation_data=validation, epochs=config.epochs, callbacks=callbacks, verbose=0,
-              validation_batch_size=max(config.batch_size, 256))
+              validation_batch_size=max(config.batch_size, 256), shuffle=False)
     seconds = time.perf_counter() - start
 
     if cb.nan_at is not None:

@@ -39,6 +39,31 @@ def test_olivetti_from_mat_equals_npy(olivetti_dir, tmp_path):
     np.testing.assert_allclose(from_mat.images, load_olivetti(olivetti_dir).images)
 
 
+def test_olivetti_folder_reads_its_labels_and_any_pixel_type(olivetti_uint8, tmp_path):
+    faces, labels = olivetti_uint8
+    order = np.random.default_rng(0).permutation(len(faces))  # not 10 faces per person in a row any more
+    np.save(tmp_path / "faces.npy", faces[order].astype(np.float64))  # 0..255 as floats
+    np.save(tmp_path / "labels.npy", labels[order])
+    ds = load_olivetti(tmp_path)
+    assert ds.images.max() <= 1.0 and ds.n_people == 40
+    np.testing.assert_array_equal(ds.labels, labels[order])
+    np.testing.assert_allclose(ds.images, faces[order] / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda d: np.save(d / "faces.npy", np.zeros(5)), "expected N square grey faces"),
+    (lambda d: np.save(d / "faces.npy", np.array([{"a": 1}], dtype=object)), "not a readable array file"),
+    (lambda d: (np.save(d / "faces.npy", np.zeros((4, 8, 8))), np.save(d / "labels.npy", np.arange(3))),
+     "expected 4 person numbers"),
+    (lambda d: __import__("scipy.io").io.savemat(d / "olivettifaces.mat", {"other": np.zeros(3)}),
+     "not the Olivetti .mat file"),
+])
+def test_a_broken_olivetti_folder_is_one_clear_message(tmp_path, content, message):
+    content(tmp_path)
+    with pytest.raises(BadInputError, match=message):
+        load_dataset(f"olivetti:{tmp_path}")
+
+
 def test_olivetti_env_var(olivetti_dir, monkeypatch):
     monkeypatch.setenv("FACELAB_OLIVETTI_DIR", str(olivetti_dir))
     assert len(load_dataset("olivetti").images) == 400
@@ -229,6 +254,19 @@ def test_fer2013_missing_columns_and_garbage(tmp_path):
     path.write_text("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Training\nx,1,Training\n")
     with pytest.raises(BadInputError, match="at least 2 different expressions \\(1 row\\(s\\) skipped; bad.csv line 3"):
         load_dataset(str(path))
+
+
+def test_fer2013_of_bad_rows_is_refused_early_and_skips_are_capped(olivetti_uint8, tmp_path):
+    # 500,000 rows of "0,1,x" used to be read whole, with one record per bad row: 161 MB for a 2.9 MB file.
+    path = tmp_path / "bad.csv"
+    path.write_text("emotion,pixels,Usage\n" + "0,1,x\n" * 500_000)
+    with pytest.raises(BadInputError, match="first 1000 rows are all unusable.*bad.csv line 2: 1 pixel values"):
+        load_fer2013(path)
+    faces, _ = olivetti_uint8
+    path.write_text(_fer_csv(faces) + "0,1 2,Training\n" * 300)
+    ds = load_fer2013(path)
+    assert len(ds.images) == 20 and len(ds.skipped) == 201  # 200 listed, then one line counting the others
+    assert ds.skipped[-1].path == "bad.csv: 100 more rows"
 
 
 def _fake_lfw_cache(root: Path, faces: np.ndarray) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from facelab.preprocess import (
     AugmentConfig,
@@ -26,6 +27,10 @@ def test_to_face_normalises_any_input():
     assert face.shape == (64, 64) and face.dtype == np.float32
     assert np.allclose(face, 1.0)
     assert to_face(np.zeros((10, 10), np.float64)).max() == 0.0
+    grey = np.full((64, 64), 0.5, np.float32)
+    grey[0, 0] = 1.02  # a [0, 1] face with a little overshoot stays grey (it was read as 0..255 and went black)
+    assert to_face(grey).mean() == pytest.approx(0.5, abs=0.01)
+    assert to_face(np.full((64, 64), 128.0)).mean() == pytest.approx(128 / 255)  # 0..255 floats
 
 
 def test_detector_finds_one_face_per_photo(olivetti_uint8):

@@ -65,6 +65,15 @@ def test_resave_replaces_files_and_crash_keeps_previous(tmp_path, faces, monkeyp
     monkeypatch.undo()
     assert read_meta(path) == before
     assert len(list(path.glob("*.keras"))) == 1  # the half-written model was cleaned up
+
+    class FailsHalfway:
+        def save(self, target):
+            target.write_bytes(b"PK half a model")
+            raise RuntimeError("boom while serialising")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_bundle(path, FailsHalfway(), META)
+    assert sorted(p.name for p in path.iterdir()) == sorted(["meta.json", before["files"]["model"]])  # no .tmp- file
     np.testing.assert_allclose(load_bundle(path).model.predict_on_batch(faces), first.predict_on_batch(faces),
                                rtol=1e-6)
 
@@ -86,6 +95,11 @@ def test_refuses_foreign_and_corrupt_bundles(tmp_path):
     (foreign / "meta.json").write_text("{broken")
     with pytest.raises(BadInputError, match="unreadable"):
         load_bundle(foreign)
+    (foreign / "meta.json").write_text("[" * 100_000 + "]" * 100_000)  # a RecursionError in json.loads
+    with pytest.raises(BadInputError, match="nested too deep"):
+        read_meta(foreign)
+    damaged = []
+    assert list_bundles(tmp_path, damaged) == [] and damaged[0][0] == "foreign"  # listed, not a crash of every page
 
     path = save_bundle(tmp_path / "m", _model(), META)
     model_file = path / read_meta(path)["files"]["model"]

@@ -98,11 +98,15 @@ def test_nan_loss_raises_clear_error(data):
 
 
 def test_same_seed_same_result(data):
-    cfg = TrainConfig(epochs=2, augment=False, seed=3)
+    import random
+
+    cfg = TrainConfig(epochs=3, augment=False, seed=3)
     runs = []
-    for _ in range(2):
+    for other_training in (None, lambda progress: random.seed(len(runs) + progress.batch)):
+        # The second run's global `random` is reseeded at every batch, as another training starting in the same
+        # process would do; the run must not depend on it.
         model = _tiny_model(40, seed=3)
-        _fit(model, data, config=cfg)
+        _fit(model, data, config=cfg, on_batch=other_training, batch_interval_s=0.0)
         runs.append(model.predict_on_batch(data.test.images[:8]))
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-6)
 
