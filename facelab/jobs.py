@@ -39,6 +39,7 @@ class TrainingJob:
         self.init_from = init_from  # a trained model whose weights training starts from (fine-tuning)
         self.stop = StopRequest()
         self.progress = None  # latest facelab.training.TrainingProgress
+        self.phase = "training"  # then "testing", "saving": the seconds after the last batch are not a hang
         self.history: dict[str, list[float]] = {}
         self.error: str | None = None
         self.save_error: str | None = None  # the model trained but could not be saved: it is kept all the same
@@ -90,8 +91,10 @@ class TrainingJob:
             warm = {"init_from": self.init_from} if self.init_from is not None else {}
             self.model.fit(self.split, on_epoch=self._on_epoch, on_batch=self._on_batch, stop=self.stop, **warm)
             if self.evaluate and len(self.split.test.images):
+                self.phase = "testing"
                 self.model.evaluate(self.split.test)
             if self.target is not None:
+                self.phase = "saving"
                 try:
                     self.path = Path(self.model.save(self.target))
                 except FaceLabError as err:  # minutes of training are not thrown away for a full disk

@@ -196,6 +196,7 @@ def _fit_callbacks(monitor: str, mode: str, epochs: int, batches: int, on_epoch:
             self.nan_at: tuple[int, int] | None = None
             self.stopped = False
             self.epoch = 0
+            self.batches_done = 0
             self.start = time.perf_counter()
             self.last_report = 0.0
 
@@ -208,8 +209,10 @@ def _fit_callbacks(monitor: str, mode: str, epochs: int, batches: int, on_epoch:
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
+            self.batches_done = 0
 
         def on_train_batch_end(self, batch, logs=None):
+            self.batches_done = batch + 1
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
                 self.nan_at = (self.epoch + 1, batch + 1)
@@ -244,8 +247,8 @@ def _fit_callbacks(monitor: str, mode: str, epochs: int, batches: int, on_epoch:
                 if better:
                     self.best, self.best_epoch = float(value), epoch + 1
                     self.best_weights = self.model.get_weights()
-            if on_epoch is not None:
-                on_epoch(self._progress(batches, logs))
+            if on_epoch is not None:  # a stopped epoch says how far it got, not "batch 10/10"
+                on_epoch(self._progress(self.batches_done, logs))
             if stop is not None and stop.requested:
                 self.stopped = True
                 self.model.stop_training = True

@@ -517,6 +517,10 @@ def _live(job: TrainingJob) -> None:
     else:
         text = (f"epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches} · "
                 f"{format_seconds(progress.elapsed_s)} elapsed · {format_seconds(progress.eta_s)} left")
+        if job.phase == "training" and progress.fraction >= 1:  # Keras is done; the estimator finishes its fit
+            text = "Trained; taking the best weights and finishing up..."
+        text = {"testing": "Trained; measuring it on the test faces...",
+                "saving": "Trained and tested; saving the bundle..."}.get(job.phase, text)
         st.progress(progress.fraction, text=text)
     if job.stop.requested:
         st.caption("Stopping after this batch; the best weights so far are kept.")

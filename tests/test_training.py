@@ -77,10 +77,13 @@ def test_stop_request_ends_after_current_batch_and_keeps_weights(data):
             threading.Thread(target=stop.request).start()
 
     model = _tiny_model(40)
-    result = _fit(model, data, on_batch=on_batch, stop=stop)
+    ends = []
+    result = _fit(model, data, on_batch=on_batch, stop=stop, on_epoch=ends.append)
     assert result.stopped
     assert result.epochs_run <= 2
     assert seen[-1][0] == 2 and seen[-1][1] <= 3
+    # The stopped epoch's report says where it stopped (it said the epoch's last batch, as if it had finished).
+    assert (ends[-1].epoch, ends[-1].batch) == seen[-1] and ends[-1].batch < ends[-1].batches
     assert stop.requested
     assert np.isfinite(model.predict_on_batch(data.test.images[:4])).all()
 
@@ -246,3 +249,21 @@ def test_two_trainings_started_under_one_name_save_two_bundles(tmp_path):
     assert (first.path, second.path) == (tmp_path / "m", tmp_path / "m-2")
     with pytest.raises(FaceLabError, match="is a file, not a folder"):
         TrainingJob("m", first.model, split, tmp_path / "m" / "meta.json")
+
+
+def test_a_training_job_says_what_it_does_after_the_last_batch(tmp_path):
+    # The seconds of testing and saving after the last batch used to read "0 s left" with nothing moving.
+    from facelab.data import load_dataset, split_dataset
+    from facelab.jobs import TrainingJob
+    from facelab.registry import config_for, create_model
+
+    split = split_dataset(load_dataset("synthetic:people=3,per_person=6"), 4, 1, 0)
+    model = create_model(config_for("ae-dense", epochs=1))
+    seen = []
+    evaluate, save = model.evaluate, model.save
+    model.evaluate = lambda test: (seen.append(job.phase), evaluate(test))[1]
+    model.save = lambda path: (seen.append(job.phase), save(path))[1]
+    job = TrainingJob("m", model, split, tmp_path)
+    assert job.phase == "training"
+    assert job.start().wait(120) and job.error is None
+    assert seen == ["testing", "saving"]
