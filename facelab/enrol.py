@@ -32,7 +32,7 @@ from facelab.errors import BadInputError, FaceLabError
 from facelab.images import read_image
 from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
-from facelab.preprocess import Box, FaceDetector, is_face_crop, to_face, to_grey
+from facelab.preprocess import PHOTO_MARGIN, Box, FaceDetector, is_face_crop, to_face, to_grey
 from facelab.recognition import is_reserved_name
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,9 @@ class Crop:
         return self.reason is None
 
 
-def check_boxes(boxes: list[Box], frame_shape: tuple[int, int], config: EnrolConfig) -> str | None:
-    """Why the faces of one frame or photo cannot be used for enrolment, or None when they can."""
+def check_boxes(boxes: list[Box], frame_shape: tuple[int, int], config: EnrolConfig, edge: bool = True) -> str | None:
+    """Why the faces of one frame or photo cannot be used for enrolment, or None when they can (`edge`: a box
+    touching the frame's edge is refused, as the person in front of a camera can move)."""
     if not boxes:
         return "no face found"
     if len(boxes) > 1:
@@ -76,7 +77,7 @@ def check_boxes(boxes: list[Box], frame_shape: tuple[int, int], config: EnrolCon
     if min(box.w, box.h) < config.min_face:
         return f"face too small ({min(box.w, box.h)} px; at least {config.min_face} px): come closer"
     height, width = frame_shape[:2]
-    if box.x <= 0 or box.y <= 0 or box.x + box.w >= width or box.y + box.h >= height:
+    if edge and (box.x <= 0 or box.y <= 0 or box.x + box.w >= width or box.y + box.h >= height):
         return "face cut by the edge of the picture"
     return None
 
@@ -269,10 +270,11 @@ def capture_from_video(source: int | str, config: EnrolConfig | None = None, max
 
 
 def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config: EnrolConfig | None = None) -> Crop:
-    """The one face of a photo or frame, aligned, or the reason it cannot be used."""
+    """The one face of a photo, aligned, or the reason it cannot be used."""
     cfg = config or EnrolConfig()
-    boxes = detector.detect(img_bgr)
-    reason = check_boxes(boxes, img_bgr.shape[:2], cfg)
+    # A photo is searched with a margin, so a face that fills it is found (its box then reaches past the edges).
+    boxes = detector.detect(img_bgr, margin=PHOTO_MARGIN)
+    reason = check_boxes(boxes, img_bgr.shape[:2], cfg, edge=False)
     if reason is not None:
         return Crop(source, None, boxes[0] if len(boxes) == 1 else None, f"{source}: {reason}")
     face = align_box(to_grey(img_bgr), boxes[0], detector, cfg.face_size, cfg.align_side)

@@ -21,6 +21,7 @@ from facelab.enrol import (
 from facelab.errors import FaceLabError
 from facelab.images import read_image
 from facelab.live import LiveRecognizer, identify_image, rtc_configuration
+from facelab.storage import check_bundle_target
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
@@ -193,6 +194,8 @@ if faces is not None and len(faces):
             # Everything that can refuse is checked before the gallery changes: a refusal after it would leave the
             # crops and the Add button on the page, and a second press would add them twice.
             split = fine_tune_split(classifiers[tune], ui.dataset(), tune, person) if tune else None
+            if tune:
+                check_bundle_target(ui.model_dir() / ui.unique_name(f"{tune}-{check_name(person)}"))
             messages = []
             if gallery_model:
                 path = replace_model(add_person(model, person, chosen, config))

@@ -531,20 +531,30 @@ def test_enlarged_split(olivetti):
     assert len(grown.test.images) == len(split.test.images)
 
 
-def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic, tmp_path):
+def test_fine_tune_in_the_background_returns_a_new_classifier(synthetic, tmp_path, monkeypatch):
+    from facelab import storage
     from facelab.data import split_dataset
     from facelab.enrol import start_fine_tune
+    from facelab.errors import BadInputError
     from facelab.registry import config_for, create_model
 
     split = split_dataset(synthetic, train_per_person=5, val_per_person=1)
     old = create_model(config_for("gru", epochs=1, units=16, augment=False)).fit(split)
     ada = synthetic.images[synthetic.labels == 0][:6]  # any six faces stand for the new person here
     (tmp_path / "a-file").write_text("not a folder")
-    job = start_fine_tune(old, split, "Ada", ada, epochs=2, save_as=tmp_path / "a-file" / "synth-Ada")
+    with pytest.raises(BadInputError, match="is a file, not a folder"):  # refused before any training
+        start_fine_tune(old, split, "Ada", ada, epochs=2, save_as=tmp_path / "a-file" / "synth-Ada")
+
+    def full_disk(path, *args, **kwargs):
+        raise BadInputError(f"{path}: cannot save the model (No space left on device)")
+
+    monkeypatch.setattr(storage, "save_bundle", full_disk)
+    job = start_fine_tune(old, split, "Ada", ada, epochs=2, save_as=tmp_path / "synth-Ada")
     job.wait(120)
     status = job.status()
     assert not status.running and status.error is None and status.epochs == 2
-    assert job.path is None and "not a writable folder" in job.save_error  # unsaved, but the model is kept
+    assert job.path is None and "No space left" in job.save_error  # unsaved, but the model is kept
+    assert not (tmp_path / "synth-Ada").exists()
     new = job.result
     assert new is not old and new.names_[-1] == "Ada" and len(new.names_) == 13
     assert "Ada" not in old.names_ and old.keras_model_ is not new.keras_model_

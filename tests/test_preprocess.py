@@ -117,3 +117,19 @@ def test_faces_in_image_uses_crops_whole_and_searches_photos(olivetti_uint8):
     photo = faces_in_image(photo_with_faces([faces[0], faces[20]], width=480), detector)
     assert len(photo) == 2 and all(f.box.w > 100 for f in photo)
     assert faces_in_image(np.full((240, 320, 3), 128, np.uint8), detector) == []
+
+
+def test_faces_that_fill_or_touch_the_photo_are_found(olivetti_uint8):
+    # A Haar window needs forehead and cheeks around a face: with no margin, 0 of these 10 tight 256 px crops and
+    # 0 of the 4 faces of a row of 192 px crops were found, and enrolment said "no face found" for each photo.
+    from facelab.enrol import crops_from_photos
+
+    faces, _ = olivetti_uint8
+    detector = FaceDetector()
+    tight = [cv2.resize(faces[i], (256, 256)) for i in range(0, 400, 40)]
+    found = [faces_in_image(img, detector) for img in tight]
+    assert all(len(f) == 1 for f in found)
+    assert all(f[0].box.x >= 0 and f[0].box.y >= 0 and f[0].box.x + f[0].box.w <= 256 for f in found)  # clipped
+    assert all(c.face is not None for c in crops_from_photos([(f"p{i}.png", img) for i, img in enumerate(tight)]))
+    row = np.hstack([cv2.resize(faces[i], (192, 192)) for i in (0, 100, 200, 300)])
+    assert len(faces_in_image(row, detector)) == 4
