@@ -488,12 +488,17 @@ def draw_faces(img_bgr: np.ndarray, faces: list[FaceResult]) -> None:
 
 
 def draw_overlay(img_bgr: np.ndarray, fps: float, latency_ms: float, model_name: str = "") -> None:
-    """Frames per second (none for a single photo), this frame's latency and the model, top left, in place."""
+    """Frames per second (none for a single photo), this frame's latency and the model, bottom left, in place.
+
+    At the bottom: name labels sit above their boxes, so at the top the banner hid the name of a face near the
+    top edge (seen in a browser walk)."""
     text = (f"{fps:4.1f} fps  " if fps > 0 else "") + f"{latency_ms:5.1f} ms" + (f"  {model_name}" if model_name else "")
     scale = max(0.35, min(0.6, img_bgr.shape[0] / 800))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.rectangle(img_bgr, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
-    cv2.putText(img_bgr, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    height = img_bgr.shape[0]
+    cv2.rectangle(img_bgr, (0, height - th - base - 8), (tw + 8, height), (0, 0, 0), -1)
+    cv2.putText(img_bgr, text, (4, height - base - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
 
 
 def place_faces(

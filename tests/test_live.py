@@ -175,7 +175,20 @@ def test_face_less_frame_shows_no_name(olivetti_recognizer):
     live = LiveRecognizer(olivetti_recognizer)
     out, result = live.process(img)
     assert result.faces == [] and result.names == []
-    assert np.array_equal(out[100:], img[100:])  # only the overlay, top left, is drawn
+    assert np.array_equal(out[:440], img[:440])  # only the overlay, bottom left, is drawn
+    assert not np.array_equal(out[440:], img[440:])
+
+
+def test_a_name_at_the_top_edge_is_not_under_the_status_banner(olivetti_recognizer, olivetti_uint8):
+    # The fps/latency banner sat top left, over the label of a face whose box touched the top of the frame.
+    faces, _ = olivetti_uint8
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    frame[40:200, 20:180] = cv2.cvtColor(cv2.resize(faces[0], (160, 160)), cv2.COLOR_GRAY2BGR)
+    live = LiveRecognizer(olivetti_recognizer)
+    out, result = live.process(frame)
+    assert len(result.faces) == 1 and result.faces[0].box.y < 40  # its label goes above the box, at the top
+    banner = np.all(out == 0, axis=2)  # the banner is black; boxes and labels are in colour, the rest grey
+    assert banner[:30].sum() == 0 and banner[440:].sum() > 0
 
 
 def test_synthetic_faces_are_named(synthetic):
