@@ -383,6 +383,11 @@ class FaceAutoencoder:
         faces = self._faces(test.images)
         codes = self.embed(faces)
         people, dist = gallery.distances(codes)
+        # The data set's order for the confusion matrix's axes (the gallery lists calibration people last), people
+        # enrolled since then after them.
+        position = {n: i for i, n in enumerate(test.names)}
+        order = sorted(range(len(people)), key=lambda j: (position.get(people[j], len(position)), people[j]))
+        people, dist = [people[j] for j in order], dist[:, order]
         truth = test.face_names
         # Closed-set scores cover the faces of enrolled people; everyone else is measured open-set below.
         index = {n: j for j, n in enumerate(people)}

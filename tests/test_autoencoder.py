@@ -119,6 +119,9 @@ def test_evaluate_reports_identification_and_reconstruction(trained, split):
     assert metrics["accuracy"] >= 0.6 and metrics["top5"] >= metrics["accuracy"]
     assert np.array(metrics["confusion"]).shape == (KNOWN, KNOWN)
     assert np.array(metrics["confusion"]).sum() == len(_known(split.test).images)
+    # The axes follow the data set's order, not the gallery's (which lists the calibration people last).
+    shown = metrics["confusion_names"]
+    assert shown == [n for n in split.test.names if n in trained.gallery_.names] and trained.gallery_.names != shown
     assert metrics["recon_psnr"] > 15 and trained.metrics_ is metrics
     right = np.equal(trained.test_predictions_, _known(split.test).face_names)
     assert right.mean() == pytest.approx(metrics["accuracy"])
