@@ -57,7 +57,8 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str | None = 
     if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 100:
         # ae-metric logs a reconstruction loss near 0.01 beside an identity loss near 10: on a linear axis the
         # first is a flat line at zero.
-        fig.update_yaxes(type="log", row=1, col=1)
+        # Ticks at powers of ten only: plotly's default labels 2 and 5 between them without their decade ("5" for 0.05).
+        fig.update_yaxes(type="log", dtick=1, row=1, col=1)
     fig.update_layout(title=title, height=340, legend=dict(orientation="h", y=-0.25), **_LAYOUT)
     return fig
 

@@ -32,7 +32,7 @@ def test_training_curves_loss_only_and_multi_output():
     assert fig.layout.yaxis.type is None  # losses of one scale: linear
     # ae-metric: a reconstruction loss near 0.01 beside an identity loss near 10 is drawn on a log axis.
     metric = plots.training_curves({"loss": [12.0, 9.0], "recon_loss": [0.03, 0.01], "identity_loss": [12.0, 9.0]})
-    assert metric.layout.yaxis.type == "log"
+    assert metric.layout.yaxis.type == "log" and metric.layout.yaxis.dtick == 1  # 0.01, 0.1, 1, 10: no bare "5"
 
 
 def test_compare_curves_one_trace_per_model():
