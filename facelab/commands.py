@@ -241,7 +241,7 @@ def _identify_run(args: argparse.Namespace) -> int:
 
     from facelab.images import read_image
     from facelab.preprocess import FaceDetector, faces_in_image
-    from facelab.registry import is_autoencoder, load_model
+    from facelab.registry import load_model
 
     model = load_model(args.bundle)
     size = int(getattr(model, "image_size_", 0) or getattr(model.config, "image_size", 64))
@@ -258,7 +258,9 @@ def _identify_run(args: argparse.Namespace) -> int:
             continue
         found = faces_in_image(img, detector, size)
         answers = recognizer.identify(np.stack([f.face for f in found])) if found else []
+        # A gallery also gives the code distance, which its threshold is compared with.
         faces = [{"box": f.box.as_dict(), "name": a.name, "probability": round(float(a.confidence), 4),
+                  **({"distance": float(f"{a.distances[0]:.4g}")} if a.distances else {}),
                   "known": bool(a.known), "top": [[n, round(float(s), 4)] for n, s in a.top]}
                  for f, a in zip(found, answers)]
         results.append({"image": name, "faces": faces})
@@ -266,8 +268,6 @@ def _identify_run(args: argparse.Namespace) -> int:
         print(json.dumps({"model": str(args.bundle), "kind": model.kind, "threshold": recognizer.threshold,
                           "images": results}, indent=2))
     else:
-        # A classifier gives a probability; a gallery the similarity of the nearest codes (its threshold is a distance).
-        score = "similarity" if is_autoencoder(model) else "p"
         for r in results:
             if "error" in r:
                 continue
@@ -276,8 +276,12 @@ def _identify_run(args: argparse.Namespace) -> int:
             for i, f in enumerate(r["faces"], start=1):
                 b = f["box"]
                 extra = "" if f["known"] else f" (best guess {f['top'][0][0]})"
+                # A gallery's threshold is a distance: its answer is given as one too (a similarity of 0.99 beside a
+                # threshold of 0.004 read as a contradiction).
+                score = (f"distance={f['distance']:.4g} (names up to {recognizer.threshold:.4g})" if "distance" in f
+                         else f"p={f['probability']:.3f}")
                 print(f"{r['image']}: face {i} at x={b['x']} y={b['y']} w={b['w']} h={b['h']}: {f['name']} "
-                      f"{score}={f['probability']:.3f}{extra}")
+                      f"{score}{extra}")
     return 2 if failed else 0
 
 

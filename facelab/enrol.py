@@ -304,13 +304,19 @@ def crops_from_photos(
 # ------------------------------------------------------------------------------------- galleries
 
 
+def look_alikes(recognizer: Any, faces: np.ndarray, name: str = "") -> list[str | None]:
+    """For each of the (N, S, S) crops, the known person other than `name` the recogniser names it as, or None."""
+    if not len(faces):
+        return []
+    clean = " ".join(str(name).split())
+    return [a.name if a.known and a.name != clean else None
+            for a in recognizer.identify(np.asarray(faces, np.float32))]
+
+
 def already_known(recognizer: Any, faces: np.ndarray, name: str = "") -> dict[str, int]:
     """How many of the (N, S, S) crops the recogniser already names as someone other than `name`, per person,
     most first: crops of the wrong person (a webcam feed that changed faces) would teach it that they are `name`."""
-    if not len(faces):
-        return {}
-    clean = " ".join(str(name).split())
-    named = Counter(a.name for a in recognizer.identify(np.asarray(faces, np.float32)) if a.known and a.name != clean)
+    named = Counter(who for who in look_alikes(recognizer, faces, name) if who is not None)
     return dict(named.most_common())
 
 

@@ -219,7 +219,8 @@ class Gallery:
             top = [(names[j], self.score(row[j])) for j in order]
             best = float(row[order[0]])
             known = best <= self.threshold
-            answers.append(Identification(names[order[0]] if known else UNKNOWN, top[0][1], bool(known), top))
+            answers.append(Identification(names[order[0]] if known else UNKNOWN, top[0][1], bool(known), top,
+                                          [float(row[j]) for j in order]))
         return answers
 
     def score(self, distance: float) -> float:

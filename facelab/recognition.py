@@ -23,6 +23,8 @@ class Identification:
     confidence: float
     known: bool
     top: list[tuple[str, float]] = field(default_factory=list)  # up to 3 (name, score), best first
+    # A gallery's code distances of the `top` people (its threshold is a distance); empty for a classifier.
+    distances: list[float] = field(default_factory=list)
 
 
 class Recognizer(Protocol):

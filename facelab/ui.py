@@ -651,13 +651,16 @@ def mark_capture_shown(capture: Any, shown_key: str) -> None:
         st.session_state[shown_key] = capture
 
 
-def pick_crops(faces: Any, key: str) -> Any:
-    """Show (N, S, S) crops with a ticked box each; returns the crops still ticked."""
+def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None) -> Any:
+    """Show (N, S, S) crops with a box each, ticked unless `looks_like` names a known person the crop looks like
+    (shown under it); returns the crops still ticked."""
     st.caption("Check the crops: untick any that is not the person.")
+    looks_like = looks_like or [None] * len(faces)
     cols = st.columns(min(len(faces), 10))
-    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", True, key=kept(f"{key}.{i}")) for i in range(len(faces))]
+    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", looks_like[i] is None, key=kept(f"{key}.{i}"))
+            for i in range(len(faces))]
     for i, face in enumerate(faces):
-        cols[i % len(cols)].image(face, clamp=True, width=64)
+        cols[i % len(cols)].image(face, clamp=True, width=64, caption=f"like {looks_like[i]}" if looks_like[i] else None)
     return np.asarray(faces)[[i for i, k in enumerate(keep) if k]]
 
 

@@ -64,7 +64,7 @@ for photo in photos or []:
         ui.show_error(err)
         continue
     unknown_faces += sum(not a.known for a in answers)
-    labels = [f"{i + 1}: {a.name} {a.confidence:.3f}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
+    labels = [f"{i + 1}: {a.name}" if a.known else f"{i + 1}: unknown" for i, a in enumerate(answers)]
     colors = [plots.RIGHT if a.known else plots.WRONG for a in answers]
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.photo_with_boxes(img, [f.box for f in found], labels, colors),
@@ -73,10 +73,16 @@ for photo in photos or []:
         for i, answer in enumerate(answers):
             # An unknown face's score belongs to the nearest person, so it is shown with that name.
             nearest = "" if answer.known else f"nearest: {answer.top[0][0]}, "
-            st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}{answer.confidence:.3f})")
-            st.dataframe(pd.DataFrame(answer.top[:3], columns=["person", "score"]), hide_index=True,
-                         column_config={"score": st.column_config.NumberColumn(format="%.3f")},
-                         key=f"identify.top.{photo.file_id}.{i}")
+            if answer.distances:  # a gallery: the distance, which is what the threshold slider sets
+                st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}distance {answer.distances[0]:.4g}; named up "
+                            f"to {recognizer.threshold:.4g})")
+                top = pd.DataFrame({"person": [n for n, _ in answer.top], "distance": answer.distances})
+            else:
+                st.markdown(f"Face {i + 1}: **{answer.name}** ({nearest}probability {answer.confidence:.3f})")
+                top = pd.DataFrame(answer.top[:3], columns=["person", "probability"])
+            st.dataframe(top, hide_index=True, key=f"identify.top.{photo.file_id}.{i}", column_config={
+                "probability": st.column_config.NumberColumn(format="%.3f"),
+                "distance": st.column_config.NumberColumn(format="%.4g")})
 
 if unknown_faces:
     how = (f"add them to this model's gallery from {EnrolConfig().min_faces} or more photos or the webcam, no retraining"

@@ -14,6 +14,7 @@ from facelab.enrol import (
     check_name,
     crops_from_photos,
     fine_tune_split,
+    look_alikes,
     remove_person,
     save_model,
     start_fine_tune,
@@ -165,7 +166,11 @@ else:
         good = [c for c in crops if c.ok]
         faces = np.stack([c.face for c in good]) if good else None
 if faces is not None and len(faces):
-    chosen = ui.pick_crops(faces, "live.enrol.keep")
+    # Crops the model already names as someone else start unticked: added, they would be named as the new person.
+    alike = look_alikes(recognizer, faces, person)
+    if any(alike):
+        st.caption(f"{sum(w is not None for w in alike)} crops that {name} names as someone it knows start unticked.")
+    chosen = ui.pick_crops(faces, "live.enrol.keep", alike)
     known = already_known(recognizer, chosen, person)
     if known:
         st.warning(f"{sum(known.values())} of the {len(chosen)} crops look like people {name} already knows: "

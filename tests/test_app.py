@@ -7,6 +7,7 @@ the session, as a user's earlier training would have. The model folder is a temp
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 from unittest import mock
@@ -311,6 +312,10 @@ def test_identify_names_uploaded_olivetti_faces(olivetti_ae):
     pointer = [i.value for i in at.info if "unknown to olivetti-ae" in i.value]
     assert pointer and pointer[0].startswith("1 face(s)") and "gallery" in pointer[0]
     assert any(m.value.startswith("Face 1: **unknown** (nearest: person-") for m in at.markdown)
+    # A gallery's answer is given as the distance its threshold slider sets, not as a similarity beside it.
+    said = next(m.value for m in at.markdown if m.value.startswith("Face 1: **unknown**"))
+    assert re.search(r"distance [0-9.e-]+; named up to 0\)$", said), said
+    assert list(at.dataframe[-1].value.columns) == ["person", "distance"]
     assert at.get("page_link")[0].proto.page == "live"
     # Test faces kept from training: a single one still draws (no one-value slider).
     at.session_state[ui.TEST_FACES] = {"olivetti-ae": split.test.subset(np.array([0]))}

@@ -272,6 +272,13 @@ def test_webcam_enrolment_shows_the_crops_and_adds_the_person(app_url, chromium_
         press_start(page)
         page.locator("p", has_text="On camera now:").first.wait_for(timeout=30_000)
         capture_until(page, capture, re.compile(r"Captured \d/3"))
+        # The model knows this face as person-02, so its crops start unticked: Bea is this person's new name here.
+        page.get_by_text(re.compile(r"names as someone it knows start unticked")).wait_for(timeout=30_000)
+        for i in (1, 2, 3):
+            box = page.get_by_role("checkbox", name=str(i), exact=True)
+            if not box.is_checked():
+                box.check(force=True)
+                expect(box).to_be_checked(timeout=30_000)
         page.get_by_role("button", name=re.compile("Add Bea")).click()
         page.get_by_text(re.compile(r"Added Bea \(3 crops\)")).wait_for(timeout=60_000)
         # The stream swaps in the enlarged gallery at its next frame: the same face is now named.

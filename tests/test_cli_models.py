@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -118,8 +119,13 @@ def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tm
     assert [r["photo"] for r in out["refused"]] == [str(newcomer / "broken.jpg")] and "broken.jpg" in captured.err
 
     assert main(["identify", str(bundle), *photos, "--json"]) == 0  # the saved bundle, loaded again
-    named = [f["name"] for image in _json(capsys)["images"] for f in image["faces"]]
+    answer = _json(capsys)
+    named = [f["name"] for image in answer["images"] for f in image["faces"]]
     assert named.count("Ada") == len(photos)
+    # A gallery answers with the distance its threshold is compared with, in the JSON and the text.
+    assert all(f["distance"] <= answer["threshold"] for image in answer["images"] for f in image["faces"])
+    assert main(["identify", str(bundle), photos[0]]) == 0
+    assert re.search(r": Ada distance=[0-9.e-]+ \(names up to [0-9.e-]+\)$", capsys.readouterr().out.strip())
 
     assert main(["enrol", str(bundle), "--remove", "Ada"]) == 0
     assert "knows 5 people" in capsys.readouterr().out
