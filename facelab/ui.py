@@ -217,6 +217,7 @@ def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m
         except FaceLabError as err:
             show_error(err)
             st.stop()
+    st.session_state[ACTIVE_MODEL] = name  # the sidebar names it, and the other pages start on it
     return name, models()[name]
 
 

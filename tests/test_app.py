@@ -403,6 +403,14 @@ def test_result_pages_offer_saved_bundles_without_a_visit_to_models(olivetti_ae,
     save_bundle(model_dir / "newer-gru", _model(), META)
     at = go(new_app(), "pages/reconstructions.py")
     assert at.selectbox(key="recon.model").options == ["saved-ae (saved)"] and not errors(at)
+    # The model picked on a page becomes the active one, which the sidebar names and other pages start on.
+    at = with_model(new_app(), "first", model)
+    at.session_state[ui.MODELS]["second"] = model
+    go(at, "pages/evaluate.py")
+    at.selectbox(key="evaluate.model").set_value("second").run()
+    assert at.session_state[ui.ACTIVE_MODEL] == "second"
+    go(at, "pages/identify.py")
+    assert at.selectbox(key="identify.model").value == "second"
 
 
 def test_kept_settings_come_back_when_streamlit_has_dropped_them():
