@@ -611,8 +611,10 @@ def show_metrics(metrics: dict) -> None:
     shown = headline_metrics(metrics)
     if not shown:
         return
-    for col, (label, text) in zip(st.columns(len(shown)), shown):
-        col.metric(label, text)
+    # A row that wraps: in five columns at 800 px the figures were cut to "90.…".
+    with st.container(horizontal=True):
+        for label, text in shown:
+            st.metric(label, text)
 
 
 # ------------------------------------------------------------------------------ webcam face crops
@@ -675,6 +677,8 @@ def confirmed(key: str, item: str, question: str, yes: str) -> bool:
     the user presses `yes`; for actions that cannot be undone."""
     pending = f"{key}.pending"
     if st.session_state.get(pending) != item:
+        # Another item was chosen meanwhile: the question lapses instead of coming back with its item.
+        st.session_state.pop(pending, None)
         return False
     st.warning(question)
     go_on, cancel = st.columns([1, 3])

@@ -18,6 +18,7 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 
 st.subheader("Saved bundles")
+ui.show_message("models.delete")
 damaged: list[tuple[str, str]] = []
 bundles = storage.list_bundles(folder, damaged)
 if damaged:
@@ -35,25 +36,25 @@ else:
     by_name = {b["name"]: b for b in bundles}
     chosen = st.selectbox("Bundle", list(by_name), key="models.bundle")
     path = by_name[chosen]["path"]
-    cols = st.columns(3)
-    if cols[0].button("Load into the session", key="models.load", icon=":material/upload:"):
+    actions = st.container(horizontal=True)  # wraps at narrow widths, where three columns cut the labels
+    if actions.button("Load into the session", key="models.load", icon=":material/upload:"):
         try:
             with st.spinner(f"Loading {chosen} (safe mode)..."):
                 ui.add_model(chosen, registry.load_model(path), path)
             st.success(f"Loaded {chosen}; it is now the active model.")
         except FaceLabError as err:
             ui.show_error(err)
-    if cols[1].button("Delete", key="models.delete", icon=":material/delete:"):
+    if actions.button("Delete", key="models.delete", icon=":material/delete:"):
         ui.ask_confirmation("models.delete", chosen)
     if ui.confirmed("models.delete", chosen, f"Delete {chosen} from the model folder for good? Its files are removed; "
                     "a copy loaded in this session stays until the session ends.", yes=f"Delete {chosen}"):
         try:
             storage.delete_bundle(path)
-            st.rerun()
+            ui.rerun_with_message("models.delete", f"Deleted {chosen} from the model folder.")
         except FaceLabError as err:
             ui.show_error(err)
     try:
-        cols[2].download_button("Download as a file", storage.export_bundle(path), file_name=f"{chosen}.facelab.zip",
+        actions.download_button("Download as a file", storage.export_bundle(path), file_name=f"{chosen}.facelab.zip",
                                 mime="application/zip", key="models.download", icon=":material/download:")
     except FaceLabError as err:
         ui.show_error(err)

@@ -386,6 +386,21 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     at.button(key="models.delete.yes").click().run()
     assert not at.exception and not (model_dir / "olivetti-ae").exists()
     assert any("No bundles" in i.value for i in at.info)
+    assert any("Deleted olivetti-ae from the model folder" in s.value for s in at.success)  # said, not only gone
+
+
+def test_a_pending_delete_lapses_when_another_bundle_is_chosen(olivetti_ae, model_dir):
+    model, _ = olivetti_ae
+    model.save(model_dir / "a")
+    model.save(model_dir / "b")
+    at = go(new_app(), "pages/models.py")
+    at.selectbox(key="models.bundle").set_value("a").run()
+    at.button(key="models.delete").click().run()
+    assert any("Delete a from the model folder" in w.value for w in at.warning)
+    at.selectbox(key="models.bundle").set_value("b").run()
+    at.selectbox(key="models.bundle").set_value("a").run()
+    assert not any("for good" in w.value for w in at.warning)  # it used to come back with its bundle
+    assert (model_dir / "a").is_dir() and (model_dir / "b").is_dir()
 
 
 def test_result_pages_offer_saved_bundles_without_a_visit_to_models(olivetti_ae, model_dir):
