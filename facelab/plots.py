@@ -168,6 +168,8 @@ def _image_figure(img: np.ndarray, colorscale: str | None, zmax: float, height: 
 def _caption(fig: go.Figure, captions: Sequence[str] | None, n: int, cols: int, side: int, pad: int,
              colors: Sequence[str] | None = None) -> None:
     for i, text in enumerate((captions or [])[:n]):
+        if not text:
+            continue
         r, c = divmod(i, cols)
         color = colors[i] if colors is not None and i < len(colors) else "#111827"
         fig.add_annotation(x=c * (side + pad) + side / 2, y=r * (side + pad) + side - 2,
@@ -189,6 +191,21 @@ def face_grid(faces: np.ndarray, captions: Sequence[str] | None = None, cols: in
     _caption(fig, captions, len(faces), cols, faces.shape[1], pad, colors)
     fig.update_layout(title=title)
     return fig
+
+
+def people_grid(groups: Sequence[np.ndarray], names: Sequence[str], title: str | None = None) -> go.Figure:
+    """One row per person: each (n_i, S, S) group of faces captioned with its name, short rows left blank, so
+    a person with fewer faces does not push the next one into their row."""
+    rows = [(np.asarray(g, np.float32), name) for g, name in zip(groups, names) if len(g)]
+    if not rows:
+        raise ValueError("people_grid needs at least one face")
+    cols, side = max(len(g) for g, _ in rows), rows[0][0].shape[1]
+    blank = np.ones((side, side), np.float32)
+    faces, captions = [], []
+    for group, name in rows:
+        faces += [*group, *[blank] * (cols - len(group))]
+        captions += [name] * len(group) + [""] * (cols - len(group))
+    return face_grid(np.stack(faces), captions, cols, title)
 
 
 def reconstruction_strip(originals: np.ndarray, reconstructions: np.ndarray,

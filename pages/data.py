@@ -165,10 +165,9 @@ left.dataframe(pd.DataFrame({"person": list(ds.counts()), "images": list(ds.coun
 with right:
     chosen = ui.pick_people(ds, "People to show", 4, key="data.people")
     per_person = st.slider("faces per person", 1, 10, 8, key="data.grid_n")
-    idx = ds.first_per_person(chosen, per_person)
-    if len(idx):
-        st.plotly_chart(plots.face_grid(ds.images[idx], [ds.names[ds.labels[i]] for i in idx], cols=per_person),
-                        key="data.grid")
+    groups = [ds.images[ds.first_per_person([name], per_person)] for name in chosen]
+    if any(len(g) for g in groups):
+        st.plotly_chart(plots.people_grid(groups, chosen), key="data.grid")
 
 st.subheader("Preprocessing preview")
 st.caption("Upload a photo: faces are detected (boxes), levelled by the eyes and cropped, then shrunk to the "

@@ -86,6 +86,18 @@ def test_face_grid_is_one_image_with_captions(olivetti):
         plots.face_grid(np.zeros((0, 64, 64)))
 
 
+def test_people_grid_gives_each_person_a_row(olivetti):
+    # 3 faces of one person beside 2 of another: in one 3-wide grid the second person's faces used to share rows
+    # with the next person's; blank cells fill the short row now.
+    fig = plots.people_grid([olivetti.images[:3], olivetti.images[10:12], olivetti.images[:0]], ["ann", "bo", "cy"])
+    assert np.asarray(fig.data[0].z).shape == (2 * 64 + 2, 3 * 64 + 4, 3)
+    ys = {a.text: set() for a in fig.layout.annotations}
+    for a in fig.layout.annotations:
+        ys[a.text].add(a.y)
+    assert [a.text for a in fig.layout.annotations] == ["ann"] * 3 + ["bo"] * 2  # no caption on a blank cell
+    assert len(ys["ann"]) == len(ys["bo"]) == 1 and ys["ann"] != ys["bo"]  # one row each
+
+
 def test_reconstruction_strip_and_error_maps(olivetti):
     faces = olivetti.images[:4]
     blurred = np.clip(faces * 0.9 + 0.05, 0, 1)
