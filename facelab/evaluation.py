@@ -43,6 +43,15 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str], 
     return out
 
 
+def weak_model_advice(metrics: dict, kind: str = "") -> str | None:
+    """A warning when a model named under half of its test faces rightly, else None (no test figure: None)."""
+    accuracy = (metrics or {}).get("accuracy")
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or accuracy >= 0.5:
+        return None
+    return (f"This model named only {accuracy:.0%} of its test faces rightly, so most of its answers here will be "
+            f"wrong or \"unknown\". Train {kind or 'it'} for more epochs (its preset's budget) before relying on it.")
+
+
 def label_metrics(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
     """accuracy, confusion, per_person and n from true and predicted label indices (-1 = unknown/none)."""
     from sklearn.metrics import confusion_matrix

@@ -452,8 +452,13 @@ def recognizer_with_threshold(model: Any, key: str) -> Any:
         show_error(err)
         st.stop()
     if is_classifier(model):
+        from facelab.evaluation import weak_model_advice
+
         threshold = st.slider("Minimum probability to name a face", 0.0, 1.0, float(default.threshold), 0.01,
                               key=key, help="below it the face is answered \"unknown\"")
+        advice = weak_model_advice(getattr(model, "metrics_", {}), getattr(model, "kind", ""))
+        if advice:  # a gallery says the same through its calibration, below
+            st.warning(advice)
     else:
         from facelab.gallery import threshold_choices
 

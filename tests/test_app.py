@@ -450,3 +450,15 @@ def test_pages_with_data_and_a_model(olivetti_ae, olivetti):
     at.button(key="evaluate.run").click().run()
     assert not at.exception
     assert any("Misclassified" in s.value for s in at.subheader)
+
+
+def test_identify_warns_about_a_classifier_that_names_few_test_faces(synthetic):
+    # A walk tried a 3-epoch CNN->GRU that named 17.5% of its test faces: every photo came back "unknown" with no
+    # hint, while a weak gallery's calibration already said so.
+    from facelab.data import split_dataset
+    from facelab.registry import config_for, create_model
+
+    model = create_model(config_for("gru", epochs=1, units=8, augment=False)).fit(split_dataset(synthetic, 4, 1, 0))
+    model.metrics_ = {**model.metrics_, "accuracy": 0.175}
+    at = go(with_model(new_app(), "weak", model), "pages/identify.py")
+    assert not at.exception and any("named only 18% of its test faces" in w.value for w in at.warning)

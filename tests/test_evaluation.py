@@ -39,3 +39,11 @@ def test_top_k_is_never_below_the_accuracy_when_scores_tie():
 def test_scores_that_are_not_numbers_are_one_message():
     with pytest.raises(FaceLabError, match="not numbers"):
         score_metrics(np.array([0, 1]), np.array([[np.nan, 0.5], [0.2, 0.8]]), ["a", "b"])
+
+
+def test_a_weak_model_gets_advice_and_a_fair_one_none():
+    from facelab.evaluation import weak_model_advice
+
+    assert "only 18% of its test faces" in weak_model_advice({"accuracy": 0.175}, "cnn-gru")
+    assert weak_model_advice({"accuracy": 0.9}) is None and weak_model_advice({}) is None
+    assert weak_model_advice({"accuracy": None}) is None
