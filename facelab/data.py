@@ -68,6 +68,12 @@ class FaceDataset:
     skipped: list[SkippedFile] = field(default_factory=list)
     usage: np.ndarray | None = None  # (N,) "train"/"val"/"test" where the source fixes the split
     paths: list[str] | None = None  # file of each image, where there is one
+    label_kind: str = "person"  # what a name stands for: a person, or an "expression" (FER2013)
+
+    @property
+    def label_plural(self) -> str:
+        """"people", or the plural of `label_kind` ("expressions"), for labels on screen."""
+        return "people" if self.label_kind == "person" else f"{self.label_kind}s"
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -516,4 +522,5 @@ def load_fer2013(csv_path: str | Path, image_size: int = FACE_SIZE) -> FaceDatas
     usage_arr = np.asarray(usage)
     if not (usage_arr == "test").any():
         usage_arr = None  # no declared test part: fall back to the per-person split
-    return FaceDataset(np.stack(faces), labels_arr, list(FER_EMOTIONS), f"fer2013 {path.name}", skipped, usage_arr)
+    return FaceDataset(np.stack(faces), labels_arr, list(FER_EMOTIONS), f"fer2013 {path.name}", skipped, usage_arr,
+                       label_kind="expression")

@@ -65,7 +65,8 @@ def default_model_dir() -> Path:
 def free_bundle_name(base: str, taken: set[str]) -> str:
     """`base` made safe as a folder name, or `base-2`, `base-3`, ... so that it is none of `taken`."""
     # No leading or trailing dots: "." and ".." name the folder itself and its parent, ".x" a hidden folder.
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "model"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base)
+    base = re.sub(r"-*\.{2,}-*", "-", base).strip("-.") or "model"  # "a/../b" reads as a path, not a name
     if base not in taken:
         return base
     i = 2

@@ -152,7 +152,7 @@ if ds is None:
 
 st.subheader(ds.source)
 c = st.columns(3)
-c[0].metric("people", ds.n_people)
+c[0].metric(ds.label_plural, ds.n_people)
 c[1].metric("images", len(ds.images))
 c[2].metric("image size", f"{ds.image_size[0]}x{ds.image_size[1]}")
 if ds.skipped:
@@ -160,11 +160,11 @@ if ds.skipped:
         st.dataframe(pd.DataFrame([{"file": s.path, "reason": s.reason} for s in ds.skipped]), hide_index=True)
 
 left, right = st.columns([1, 2])
-left.dataframe(pd.DataFrame({"person": list(ds.counts()), "images": list(ds.counts().values())}),
+left.dataframe(pd.DataFrame({ds.label_kind: list(ds.counts()), "images": list(ds.counts().values())}),
                hide_index=True, height=360)
 with right:
-    chosen = ui.pick_people(ds, "People to show", 4, key="data.people")
-    per_person = st.slider("faces per person", 1, 10, 8, key="data.grid_n")
+    chosen = ui.pick_people(ds, f"{ds.label_plural.capitalize()} to show", 4, key="data.people")
+    per_person = st.slider(f"faces per {ds.label_kind}", 1, 10, 8, key="data.grid_n")
     groups = [ds.images[ds.first_per_person([name], per_person)] for name in chosen]
     if any(len(g) for g in groups):
         st.plotly_chart(plots.people_grid(groups, chosen), key="data.grid")

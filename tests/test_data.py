@@ -233,6 +233,7 @@ def test_fer2013_csv_keeps_usage_split(olivetti_uint8, tmp_path):
     path.write_text(text + bad_rows)
     ds = load_fer2013(path)
     assert ds.names[:3] == ["angry", "disgust", "fear"] and len(ds.names) == 7
+    assert ds.label_plural == "expressions" and ds.subset(np.arange(3)).label_kind == "expression"  # not "people"
     assert len(ds.images) == 20 and ds.images.shape[1:] == (64, 64)
     reasons = [s.reason for s in ds.skipped]
     assert any("3 pixel values; expected 2304" in r for r in reasons)

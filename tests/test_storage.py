@@ -274,6 +274,7 @@ def test_free_bundle_name_and_default_model_dir(tmp_path, monkeypatch):
     assert free_bundle_name("ae", {"ae", "ae-2"}) == "ae-3"
     assert free_bundle_name("//", set()) == "model"
     assert free_bundle_name("..", set()) == "model" and free_bundle_name(".hidden v1.0.", set()) == "hidden-v1.0"
+    assert free_bundle_name("my ae/../conv test", set()) == "my-ae-conv-test"
     monkeypatch.setenv("FACELAB_MODEL_DIR", str(tmp_path / "m"))
     assert default_model_dir() == tmp_path / "m"
     monkeypatch.delenv("FACELAB_MODEL_DIR")
