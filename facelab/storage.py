@@ -377,6 +377,12 @@ def list_bundles(folder: str | Path, damaged: list[tuple[str, str]] | None = Non
     return sorted(found, key=lambda b: b["created"], reverse=True)
 
 
+def is_bundle(path: str | Path) -> bool:
+    """Whether `path` is a folder holding bundle metadata (readable or not): something saving must not replace
+    unasked."""
+    return (Path(path) / META_FILE).is_file()
+
+
 def delete_bundle(path: str | Path) -> None:
     """Delete a bundle folder; refuses folders that are not bundles."""
     folder = Path(path)

@@ -403,6 +403,22 @@ def test_a_pending_delete_lapses_when_another_bundle_is_chosen(olivetti_ae, mode
     assert (model_dir / "a").is_dir() and (model_dir / "b").is_dir()
 
 
+def test_saving_a_session_model_never_replaces_another_models_bundle(olivetti_ae, model_dir):
+    model, _ = olivetti_ae
+    from facelab.storage import read_meta, save_bundle
+    from tests.test_storage import META, _model
+
+    save_bundle(model_dir / "mine", _model(), META)  # another model, saved under the same name elsewhere
+    at = go(with_model(new_app(), "mine", model), "pages/models.py")
+    at.button(key="models.save").click().run()
+    assert read_meta(model_dir / "mine")["kind"] == META["kind"]  # kept
+    assert read_meta(model_dir / "mine-2")["kind"] == model.kind
+    assert any("another model and was kept" in s.value for s in at.success)
+    at.button(key="models.save").click().run()  # saving it again updates its own bundle
+    assert not at.exception
+    assert not (model_dir / "mine-3").exists() and read_meta(model_dir / "mine")["kind"] == META["kind"]
+
+
 def test_result_pages_offer_saved_bundles_without_a_visit_to_models(olivetti_ae, model_dir):
     model, _ = olivetti_ae
     model.save(model_dir / "saved-ae")
