@@ -52,6 +52,15 @@ def weak_model_advice(metrics: dict, kind: str = "") -> str | None:
             f"wrong or \"unknown\". Train {kind or 'it'} for more epochs (its preset's budget) before relying on it.")
 
 
+def people_changed_since_test(metrics: dict, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(added, removed): who a model knows now and did not when `metrics` were measured, and the reverse (people
+    enrolled in or removed from a gallery since its test); empty when the test did not record its people."""
+    tested = (metrics or {}).get("confusion_names")
+    if not tested:
+        return [], []
+    return [n for n in names if n not in set(tested)], [n for n in tested if n not in set(names)]
+
+
 def label_metrics(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
     """accuracy, confusion, per_person and n from true and predicted label indices (-1 = unknown/none)."""
     from sklearn.metrics import confusion_matrix

@@ -5,7 +5,7 @@ import streamlit as st
 
 from facelab import plots, registry, ui
 from facelab.errors import FaceLabError
-from facelab.evaluation import HEADLINE
+from facelab.evaluation import HEADLINE, people_changed_since_test
 
 st.title("Evaluate")
 name, model = ui.pick_model("Model", "evaluate.model")
@@ -32,6 +32,12 @@ if not metrics:
     st.info("No test results for this model yet: evaluate it on a data set above.")
 else:
     ui.show_metrics(metrics)
+    added, removed = people_changed_since_test(metrics, model.names_)
+    if added or removed:  # enrolment changes a gallery without a new test
+        st.caption("Measured before " + " and ".join(
+            part for part in (f"adding {', '.join(added)}" if added else "",
+                              f"removing {', '.join(removed)}" if removed else "") if part)
+            + ": press Evaluate above to measure the model as it is now.")
     names = metrics.get("confusion_names") or model.names_
     # Tabs, not columns: a 40-person confusion matrix needs the page's width to be read.
     confusion, per_person = st.tabs(["Confusion matrix", "Accuracy per person"])

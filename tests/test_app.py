@@ -478,3 +478,16 @@ def test_identify_warns_about_a_classifier_that_names_few_test_faces(synthetic):
     model.metrics_ = {**model.metrics_, "accuracy": 0.175}
     at = go(with_model(new_app(), "weak", model), "pages/identify.py")
     assert not at.exception and any("named only 18% of its test faces" in w.value for w in at.warning)
+
+
+def test_evaluate_says_when_people_were_enrolled_after_the_test(olivetti_ae):
+    # A walk enrolled "Newbie" and Evaluate went on showing the old figures as the model's, with no word.
+    from facelab.enrol import add_person
+
+    model, split = olivetti_ae
+    grown = add_person(model, "Newbie", split.test.images[:4])
+    at = go(with_model(new_app(), "grown", grown), "pages/evaluate.py")
+    assert not at.exception
+    assert any(c.value.startswith("Measured before adding Newbie: press Evaluate") for c in at.caption)
+    at = go(with_model(new_app(), "plain", model), "pages/evaluate.py")
+    assert not any(c.value.startswith("Measured before") for c in at.caption)

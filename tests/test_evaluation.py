@@ -47,3 +47,12 @@ def test_a_weak_model_gets_advice_and_a_fair_one_none():
     assert "only 18% of its test faces" in weak_model_advice({"accuracy": 0.175}, "cnn-gru")
     assert weak_model_advice({"accuracy": 0.9}) is None and weak_model_advice({}) is None
     assert weak_model_advice({"accuracy": None}) is None
+
+
+def test_people_changed_since_the_test_are_named():
+    from facelab.evaluation import people_changed_since_test
+
+    metrics = {"confusion_names": ["a", "b", "c"]}
+    assert people_changed_since_test(metrics, ["a", "b", "c", "Newbie"]) == (["Newbie"], [])
+    assert people_changed_since_test(metrics, ["a", "c"]) == ([], ["b"])
+    assert people_changed_since_test({}, ["a"]) == ([], [])  # a test that did not record its people
