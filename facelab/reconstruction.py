@@ -79,6 +79,17 @@ def reconstruction_metrics(original: np.ndarray, reconstruction: np.ndarray) -> 
     }
 
 
+def variety_kept(original: np.ndarray, reconstruction: np.ndarray) -> float:
+    """How much of the differences between the original faces their reconstructions keep: the pixels' spread
+    across the reconstructions over their spread across the originals (about 0 when every face comes out as the
+    same image, as after a few epochs; NaN for fewer than 2 faces)."""
+    a, b = _pair(original, reconstruction)
+    if len(a) < 2:
+        return float("nan")
+    spread = a.std(axis=0).mean()
+    return float(b.std(axis=0).mean() / spread) if spread > 0 else float("nan")
+
+
 def mean_face_baseline(train_faces: np.ndarray, test_faces: np.ndarray) -> dict[str, float]:
     """The metrics of "reconstructing" every test face as the mean training face: the floor to beat."""
     test = np.asarray(test_faces, np.float32)

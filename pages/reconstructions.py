@@ -26,6 +26,11 @@ except FaceLabError as err:
 psnr = reconstruction.psnr_per_image(faces, recon)
 st.plotly_chart(plots.reconstruction_strip(faces, recon, psnr), key="recon.strip")
 st.caption(f"Mean PSNR {psnr.mean():.2f} dB, SSIM {reconstruction.ssim_per_image(faces, recon).mean():.3f}")
+if reconstruction.variety_kept(faces, recon) < 0.15:  # NaN (one face) is not below
+    # Measured on saved Olivetti models: 0.00-0.03 after 3-4 epochs, 0.06-0.08 for ae-metric at 10-15, 0.34-0.42 at
+    # 20-30. The codes may already name people (ae-metric's head learns first); it is the decoder that lags.
+    st.warning(f"{name} rebuilds these faces as nearly the same image: its decoder has not learnt their differences "
+               "yet. Train it for more epochs (its preset's budget) to see faces here.")
 st.plotly_chart(plots.error_maps(reconstruction.error_map(faces, recon), cols=len(idx)), key="recon.errors")
 
 st.subheader("Latent space")

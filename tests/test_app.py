@@ -491,3 +491,15 @@ def test_evaluate_says_when_people_were_enrolled_after_the_test(olivetti_ae):
     assert any(c.value.startswith("Measured before adding Newbie: press Evaluate") for c in at.caption)
     at = go(with_model(new_app(), "plain", model), "pages/evaluate.py")
     assert not any(c.value.startswith("Measured before") for c in at.caption)
+
+
+def test_reconstructions_say_when_a_model_rebuilds_every_face_alike(synthetic):
+    # After 3 epochs a walk saw every face rebuilt as the same flat grey, with nothing on the page saying why.
+    from facelab.data import split_dataset
+    from facelab.registry import config_for, create_model
+
+    model = create_model(config_for("ae-dense", epochs=1)).fit(split_dataset(synthetic, 4, 1, 0))
+    at = with_model(new_app(), "new", model)
+    at.session_state[ui.DATASET] = synthetic
+    go(at, "pages/reconstructions.py")
+    assert not at.exception and any("nearly the same image" in w.value for w in at.warning)

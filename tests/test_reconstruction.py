@@ -98,3 +98,13 @@ def test_interpolation_walks_the_line_between_codes():
     faces = interpolate_faces(lambda f: f.reshape(len(f), -1), lambda c: c.reshape(len(c), 4, 4), a, b, steps=5)
     assert faces.shape == (5, 4, 4)
     assert faces[2] == pytest.approx(np.full((4, 4), 0.5))
+
+
+def test_variety_kept_is_zero_for_one_image_for_all_and_one_for_a_copy():
+    from facelab.reconstruction import variety_kept
+
+    faces = np.stack([np.zeros((4, 4)), np.ones((4, 4))]).astype(np.float32)  # per-pixel spread 0.5
+    assert variety_kept(faces, faces) == pytest.approx(1.0)
+    assert variety_kept(faces, np.full_like(faces, 0.5)) == 0.0  # every face rebuilt as the same grey
+    assert variety_kept(faces, faces * 0.5) == pytest.approx(0.5)
+    assert np.isnan(variety_kept(faces[:1], faces[:1]))
