@@ -36,7 +36,7 @@ with st.sidebar:
     st.caption(ui.device_label())
     # Filled again after the page runs, so that a dataset loaded or a model trained by this very run shows at once.
     status = st.empty()
-    st.text_input("Model folder", str(ui.default_model_dir()), key=ui.MODEL_DIR,
+    st.text_input("Model folder", ui.model_dir_default_text(), key=ui.MODEL_DIR,
                   help="every finished training is saved here as a bundle; $FACELAB_MODEL_DIR sets the default")
 
 

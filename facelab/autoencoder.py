@@ -24,7 +24,7 @@ from facelab import FACE_SIZE
 from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.gallery import METRICS, MODES, Gallery
-from facelab.preprocess import AugmentConfig, augment_faces, to_face
+from facelab.preprocess import AugmentConfig, as_faces, augment_faces
 from facelab.reconstruction import interpolate_faces, mse_per_image, psnr_per_image, ssim_per_image
 from facelab.registry import AUTOENCODER_KINDS
 from facelab.training import StopRequest, TrainConfig, TrainingProgress
@@ -515,15 +515,7 @@ class FaceAutoencoder:
 
     def _faces(self, faces) -> np.ndarray:
         """(N, S, S) float32 in [0, 1] at the model's size; other sizes and colour images are converted."""
-        size = self.config.image_size
-        if isinstance(faces, np.ndarray) and faces.dtype == np.float32 and faces.ndim == 3 \
-                and faces.shape[1:] == (size, size):
-            return faces
-        if isinstance(faces, np.ndarray) and faces.ndim == 2:
-            faces = faces[None]
-        if len(faces) == 0:
-            return np.zeros((0, size, size), np.float32)
-        return np.stack([to_face(f, size) for f in faces])
+        return as_faces(faces, self.config.image_size)
 
 
 def _concat(a: FaceDataset, b: FaceDataset) -> FaceDataset:

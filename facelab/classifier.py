@@ -16,7 +16,7 @@ import numpy as np
 
 from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
-from facelab.preprocess import AugmentConfig, augment_faces, inference_views
+from facelab.preprocess import AugmentConfig, as_faces, augment_faces, inference_views
 from facelab.recognition import UNKNOWN, Identification
 from facelab.registry import CLASSIFIER_KINDS
 from facelab.training import ProgressFn, StopRequest, TrainConfig
@@ -287,12 +287,8 @@ class FaceClassifier:
             raise FaceLabError("this classifier is not trained yet: call fit() or load a saved model")
 
     def _faces(self, faces: np.ndarray) -> np.ndarray:
-        faces = np.asarray(faces, np.float32)
-        if faces.ndim == 2:
-            faces = faces[None]
-        if faces.ndim != 3 or faces.shape[1:] != (self.image_size_, self.image_size_):
-            raise BadInputError(f"faces must be (N, {self.image_size_}, {self.image_size_}); got {faces.shape}")
-        return faces
+        # Faces of another size (a 32 px model in the 64 px live stream) are resized, as galleries do.
+        return as_faces(faces, self.image_size_)
 
     # ----------------------------------------------------------------------------------- inference
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:

@@ -236,7 +236,8 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _identify_run(args: argparse.Namespace) -> int:
-    """Name every face in photos with a saved model ("unknown" below the threshold)."""
+    """Name every face in photos with a saved model ("unknown" below a classifier's probability threshold, or
+    beyond a gallery's distance threshold)."""
     import numpy as np
 
     from facelab.images import read_image
@@ -265,7 +266,8 @@ def _identify_run(args: argparse.Namespace) -> int:
                  for f, a in zip(found, answers)]
         results.append({"image": name, "faces": faces})
     if args.json:
-        print(json.dumps({"model": str(args.bundle), "kind": model.kind, "threshold": recognizer.threshold,
+        threshold = recognizer.threshold if math.isfinite(recognizer.threshold) else None  # JSON has no Infinity
+        print(json.dumps({"model": str(args.bundle), "kind": model.kind, "threshold": threshold,
                           "images": results}, indent=2))
     else:
         for r in results:
@@ -307,7 +309,7 @@ def _camera_source(text: str) -> int | str:
 
 def _capture_run(args: argparse.Namespace) -> int:
     """Collect face crops of one person from a camera or video into a data folder (one sub-folder per person)."""
-    from facelab.enrol import EnrolConfig, FaceCollection, capture_from_video
+    from facelab.enrol import EnrolConfig, FaceCollection, capture_from_video, check_collection_folder, check_name
 
     least = EnrolConfig().min_faces
     if args.n < least or args.every < 1 or args.max_frames < 1:
@@ -315,6 +317,7 @@ def _capture_run(args: argparse.Namespace) -> int:
                             "--max-frames at least 1")
     config = EnrolConfig(n_faces=args.n, every=args.every)
     source = _camera_source(args.camera)
+    check_collection_folder(args.out, [check_name(args.name)])  # before the person stands in front of the camera
     capture = capture_from_video(source, config, args.max_frames)
     why = capture.refused_text()
     if capture.count < config.min_faces:
@@ -402,11 +405,15 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 def _models_run(args: argparse.Namespace) -> int:
     """List the saved model bundles in a folder with their test figures, newest first, to compare them."""
-    from facelab.storage import default_model_dir, is_number, list_bundles
+    from facelab.storage import default_model_dir, is_number, list_bundles, user_folder
 
-    folder = Path(args.folder) if args.folder else default_model_dir()
+    folder = user_folder(args.folder) if args.folder else default_model_dir()
     if args.folder and not folder.is_dir():
         raise BadInputError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+    try:
+        next(folder.iterdir(), None) if folder.is_dir() else None
+    except OSError as err:
+        raise BadInputError(f"{folder}: the folder cannot be read ({err.strerror or err})") from None
     keys = ("accuracy", "top5", "recon_psnr", "infer_ms_per_face")
     damaged: list[tuple[str, str]] = []
     rows = [{"name": b["name"], "kind": b["kind"], "created": b["created"][:19], "people": b["people"],

@@ -46,6 +46,7 @@ FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 # FER2013 has 35,887 rows; at 64x64 float32 faces 100,000 rows take 1.6 GB. A file of nothing but bad rows is
 # refused after 1,000 of them, and only the first 200 skipped rows are listed (the rest are counted).
 FER_MAX_ROWS, FER_MAX_BAD_LEAD, FER_LISTED_SKIPS = 100_000, 1_000, 200
+SYNTHETIC_MAX_FACES = 20_000  # 330 MB of 64x64 faces
 Progress = Callable[[float, str], None]
 
 
@@ -248,6 +249,9 @@ def load_synthetic(people: int = 12, per_person: int = 20, seed: int = 0, image_
 
     if people < 2 or per_person < 2:
         raise BadInputError("the synthetic set needs at least 2 people with 2 images each")
+    if people * per_person > SYNTHETIC_MAX_FACES:  # 100,000 x 100,000 used to fill the memory
+        raise BadInputError(f"the synthetic set makes at most {SYNTHETIC_MAX_FACES} faces; {people} people x "
+                            f"{per_person} asks for {people * per_person}")
     images, labels, names = synthetic_faces(people, per_person, seed, image_size)
     return FaceDataset(images, labels, names, f"synthetic (seed {seed}, {people} people)")
 

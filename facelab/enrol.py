@@ -34,6 +34,7 @@ from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
 from facelab.preprocess import PHOTO_MARGIN, Box, FaceDetector, is_face_crop, to_face, to_grey
 from facelab.recognition import is_reserved_name
+from facelab.storage import user_folder
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +205,10 @@ class FaceCollection:
         renamed into it, so it appears whole or not at all."""
         import cv2
 
-        target = Path(folder).expanduser()
         if not self._faces:
             raise BadInputError("nothing collected yet to save")
-        if target.exists() and not target.is_dir():
-            raise BadInputError(f"{target} is a file, not a folder")
-        existing = {p.name.lower() for p in target.iterdir()} if target.is_dir() else set()
+        target = check_collection_folder(folder, list(self._faces))
         subs = _folder_names(list(self._faces))
-        taken = [sub for sub in subs.values() if sub.lower() in existing]
-        if taken:
-            raise BadInputError(f"{target} already has {', '.join(taken)}; choose another folder or name, so "
-                                "nothing saved there is overwritten")
         try:
             target.mkdir(parents=True, exist_ok=True)
             for name, faces in self._faces.items():
@@ -232,6 +226,23 @@ class FaceCollection:
         except OSError as err:  # no permission, disk full, ...: a message, and the people written so far are whole
             raise BadInputError(f"cannot save to {target}: {err.strerror or err}") from err
         return target
+
+
+def check_collection_folder(folder: str | Path, names: list[str]) -> Path:
+    """The folder crops of `names` can be saved in (`FaceCollection.save`), or a BadInputError: a file, an
+    unreadable folder, or one that already has a sub-folder for one of them. Call it before capturing too."""
+    target = user_folder(folder)
+    if target.exists() and not target.is_dir():
+        raise BadInputError(f"{target} is a file, not a folder")
+    try:
+        existing = {p.name.lower() for p in target.iterdir()} if target.is_dir() else set()
+    except OSError as err:
+        raise BadInputError(f"{target}: the folder cannot be read ({err.strerror or err})") from None
+    taken = [sub for sub in _folder_names(names).values() if sub.lower() in existing]
+    if taken:
+        raise BadInputError(f"{target} already has {', '.join(taken)}; choose another folder or name, so "
+                            "nothing saved there is overwritten")
+    return target
 
 
 def _folder_names(names: list[str]) -> dict[str, str]:
@@ -306,8 +317,8 @@ def crops_from_photos(
 
 def look_alikes(recognizer: Any, faces: np.ndarray, name: str = "") -> list[str | None]:
     """For each of the (N, S, S) crops, the known person other than `name` the recogniser names it as, or None."""
-    if not len(faces):
-        return []
+    if not len(faces) or not getattr(recognizer, "names", True):  # a gallery emptied by removals knows nobody
+        return [None] * len(faces)
     clean = " ".join(str(name).split())
     return [a.name if a.known and a.name != clean else None
             for a in recognizer.identify(np.asarray(faces, np.float32))]

@@ -19,7 +19,7 @@ import numpy as np
 
 from facelab import FACE_SIZE
 from facelab.errors import BadInputError, FaceLabError
-from facelab.preprocess import to_face
+from facelab.preprocess import as_faces, to_face
 from facelab.recognition import UNKNOWN, Identification, is_reserved_name
 
 log = logging.getLogger(__name__)
@@ -393,11 +393,7 @@ class Gallery:
 
     # ---------------------------------------------------------------------------------- internals
     def _prepare(self, faces: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        # Wrong size or colour depth is converted, not rejected (the house rule for faces).
-        if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.dtype == np.float32 \
-                and faces.shape[1:] == (self.image_size, self.image_size):
-            return faces
-        return np.stack([to_face(f, self.image_size) for f in faces])
+        return as_faces(faces, self.image_size)
 
     def _embed(self, faces: np.ndarray) -> np.ndarray:
         if self.embed is None:

@@ -325,11 +325,11 @@ class LiveRecognizer:
         # it and the page's thread (stats, a new threshold) never waits on a frame's inference.
         with self._lock:
             recognizer, model_name, capture, smoother = self._recognizer, self._model_name, self._capture, self._smoother
+        if capture is not None:  # before naming: a model that fails on this frame must not stop a capture
+            capture.offer(boxes, faces, img_bgr.shape[:2])
         ids = smoother.update(boxes, _identify(recognizer, faces))
         t3 = time.perf_counter()
         timings["identify"] = (t3 - t2) * 1e3
-        if capture is not None:
-            capture.offer(boxes, faces, img_bgr.shape[:2])
 
         found = [FaceResult(box, i.name, float(i.confidence), bool(i.known), list(i.top)) for box, i in zip(boxes, ids)]
         with self._lock:  # reset_stats may clear the frame times from the page's thread
@@ -565,6 +565,9 @@ def identify_video(
         raise BadInputError(f"{target}: the annotated video must end in {' or '.join(VIDEO_CODECS)}")
     if target is not None and not target.parent.is_dir():
         raise BadInputError(f"{target}: {target.parent} is not a folder")
+    if target is not None and isinstance(source, (str, os.PathLike)) and target.resolve() == Path(source).resolve():
+        # The finished file is renamed over the target: it would replace the video being read with its first frames.
+        raise BadInputError(f"{target}: is the video being read; write the annotated copy to another file")
     video = open_video(source)
     stream = LiveRecognizer(recognizer, config, model_name=model_name)
     fps = video.get(cv2.CAP_PROP_FPS)

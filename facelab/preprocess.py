@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from facelab import FACE_SIZE
+from facelab.errors import BadInputError
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,20 @@ def to_face(img: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
         shrinking = grey.shape[0] > size or grey.shape[1] > size
         grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return grey.astype(np.float32) / 255.0
+
+
+def as_faces(faces: Any, size: int) -> np.ndarray:
+    """(N, S, S) float32 faces in [0, 1] at `size` from a batch, a list or one face: another size or colour
+    depth is converted (`to_face`), not refused (the house rule for faces); a batch already right is returned."""
+    if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.shape[1:] == (size, size):
+        return faces if faces.dtype == np.float32 else faces.astype(np.float32)
+    if isinstance(faces, np.ndarray) and faces.ndim == 2:
+        faces = faces[None]
+    if len(faces) == 0:
+        return np.zeros((0, size, size), np.float32)
+    if any(np.ndim(f) not in (2, 3) for f in faces):
+        raise BadInputError(f"faces must be images (H x W, grey or colour); got {np.shape(faces)}")
+    return np.stack([to_face(f, size) for f in faces])
 
 
 class FaceDetector:

@@ -57,9 +57,17 @@ class Bundle:
     path: Path | None = None
 
 
+def user_folder(text: str | Path) -> Path:
+    """A folder as typed, with "~" expanded; "~someone" for a user this machine does not know is a BadInputError."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib: "Could not determine home directory."
+        raise BadInputError(f"{text}: no such user's home folder") from None
+
+
 def default_model_dir() -> Path:
     """$FACELAB_MODEL_DIR, else ~/.facelab/models (per user, survives restarts)."""
-    return Path(os.environ.get("FACELAB_MODEL_DIR") or Path.home() / ".facelab" / "models").expanduser()
+    return user_folder(os.environ.get("FACELAB_MODEL_DIR") or Path.home() / ".facelab" / "models")
 
 
 def free_bundle_name(base: str, taken: set[str]) -> str:
@@ -359,10 +367,14 @@ def list_bundles(folder: str | Path, damaged: list[tuple[str, str]] | None = Non
     history (per-epoch training curves). Folders with a meta.json that does not read as a bundle's are left out;
     `damaged`, when given, gets (folder name, why) for each."""
     root = Path(folder)
-    if not root.is_dir():
+    try:
+        subs = sorted(root.iterdir()) if root.is_dir() else []
+    except OSError as err:  # no permission: the folder is listed as unreadable, not a traceback on every page
+        if damaged is not None:
+            damaged.append((root.name, f"the folder cannot be read ({err.strerror or err})"))
         return []
     found = []
-    for sub in sorted(root.iterdir()):
+    for sub in subs:
         if not sub.is_dir() or sub.name.startswith("."):
             continue
         try:

@@ -11,8 +11,10 @@ a model trains, and a closed tab still gets its model saved.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE, headline_metrics, misclassified
 from facelab.jobs import TrainingJob, format_seconds
 from facelab.registry import is_classifier
-from facelab.storage import check_bundle_target, default_model_dir, free_bundle_name, list_bundles
+from facelab.storage import check_bundle_target, default_model_dir, free_bundle_name, list_bundles, user_folder
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,23 @@ def forget_kept(prefix: str) -> None:
         del values[key]
 
 
+def model_dir_default_text() -> str:
+    """What the sidebar's model-folder box starts with: the default folder, or $FACELAB_MODEL_DIR as typed when it
+    cannot be expanded (`model_dir` then says why on the page)."""
+    try:
+        return str(default_model_dir())
+    except FaceLabError:
+        return os.environ.get("FACELAB_MODEL_DIR", "")
+
+
 def model_dir() -> Path:
     """The folder finished trainings are saved to (the sidebar setting)."""
     value = str(st.session_state.get(MODEL_DIR) or "").strip()
-    return Path(value).expanduser() if value else default_model_dir()
+    try:
+        return user_folder(value) if value else default_model_dir()
+    except FaceLabError as err:  # the sidebar, drawn before the page, keeps the box to correct it
+        st.error(f"Model folder: {err}. Correct it in the sidebar.", icon=":material/error:")
+        st.stop()
 
 
 def models() -> dict[str, Any]:
@@ -664,8 +679,10 @@ def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None)
     (shown under it); returns the crops still ticked."""
     st.caption("Check the crops: untick any that is not the person.")
     looks_like = looks_like or [None] * len(faces)
+    # Keyed by the crops themselves: a new capture or other photos start from their own ticks, not the last set's.
+    crops = hashlib.sha1(np.ascontiguousarray(faces).tobytes()).hexdigest()[:10]
     cols = st.columns(min(len(faces), 10))
-    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", looks_like[i] is None, key=kept(f"{key}.{i}"))
+    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", looks_like[i] is None, key=kept(f"{key}.{crops}.{i}"))
             for i in range(len(faces))]
     for i, face in enumerate(faces):
         cols[i % len(cols)].image(face, clamp=True, width=64, caption=f"like {looks_like[i]}" if looks_like[i] else None)

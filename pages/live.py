@@ -22,7 +22,7 @@ from facelab.enrol import (
 from facelab.errors import FaceLabError
 from facelab.images import read_image
 from facelab.live import LiveRecognizer, identify_image, rtc_configuration
-from facelab.storage import check_bundle_target
+from facelab.storage import check_bundle_target, is_bundle
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
@@ -115,7 +115,11 @@ else:
 def replace_model(new):
     """Save a model that replaces the chosen one (a person added or removed) over its bundle, put it in the
     session under the same name and in the stream at once; returns the bundle's path."""
-    path = save_model(new, ui.model_paths().get(name) or ui.model_dir() / name)
+    own = ui.model_paths().get(name)
+    target = own or ui.model_dir() / name
+    if own is None and is_bundle(target):  # never saved by this session: another model's bundle keeps its place
+        target = ui.model_dir() / ui.unique_name(name)
+    path = save_model(new, target)
     ui.add_model(name, new, path)
     live.set_recognizer(new.recognizer(threshold), name)
     return path
@@ -249,8 +253,8 @@ if gallery_model:
     st.subheader("Remove a person")
     gone = st.selectbox("Person", list(model.gallery_.names), key="live.remove.name")
     if gone and st.button(f"Remove {gone}", key="live.remove", icon=":material/person_remove:"):
-        ui.ask_confirmation("live.remove", gone)
-    if gone and ui.confirmed("live.remove", gone, f"Remove {gone} from {name}'s gallery? Their faces are forgotten "
+        ui.ask_confirmation("live.remove", f"{name}/{gone}")  # the same name in another model is another person
+    if gone and ui.confirmed("live.remove", f"{name}/{gone}", f"Remove {gone} from {name}'s gallery? Their faces are forgotten "
                              "and the saved model is updated; adding them back needs their photos again.",
                              yes=f"Remove {gone}"):
         try:

@@ -5,6 +5,7 @@ import streamlit as st
 
 from facelab import plots, reconstruction, registry, ui
 from facelab.errors import FaceLabError
+from facelab.preprocess import as_faces
 
 st.title("Reconstructions")
 name, model = ui.pick_model("Autoencoder", "recon.model", registry.is_autoencoder, "autoencoder",
@@ -17,7 +18,9 @@ idx = ds.first_per_person(people, per_person)
 if not len(idx):
     st.info("Choose at least one person.")
     st.stop()
-faces = ds.images[idx]
+# At the model's own input size (the Train page lets it differ from the data's): the originals beside their
+# reconstructions and the error maps compare like with like.
+faces = as_faces(ds.images[idx], model.config.image_size)
 try:
     recon = model.reconstruct(faces)
 except FaceLabError as err:
@@ -42,7 +45,8 @@ a = c[0].selectbox("From", range(len(ds.images)), format_func=lambda i: f"{ds.na
                    key=f"recon.morph_a.{ui.data_key(ds)}")
 b = c[1].selectbox("To", range(len(ds.images)), index=len(ds.images) - 1,
                    format_func=lambda i: f"{ds.names[ds.labels[i]]} #{i}", key=f"recon.morph_b.{ui.data_key(ds)}")
-steps = model.interpolate(ds.images[a], ds.images[b], steps=11)
+ends = as_faces(ds.images[[a, b]], model.config.image_size)
+steps = model.interpolate(ends[0], ends[1], steps=11)
 t = st.slider("mix", 0.0, 1.0, 0.5, 0.1, key="recon.mix")
-st.plotly_chart(plots.face_grid(np.stack([ds.images[a], steps[int(round(t * 10))], ds.images[b]]),
+st.plotly_chart(plots.face_grid(np.stack([ends[0], steps[int(round(t * 10))], ends[1]]),
                                 ["from", f"{t:.1f}", "to"], cols=3), key="recon.morph")

@@ -503,3 +503,25 @@ def test_reconstructions_say_when_a_model_rebuilds_every_face_alike(synthetic):
     at.session_state[ui.DATASET] = synthetic
     go(at, "pages/reconstructions.py")
     assert not at.exception and any("nearly the same image" in w.value for w in at.warning)
+
+
+def test_reconstructions_of_a_model_with_another_face_size(synthetic):
+    # An autoencoder trained at 32 px on 64 px data: the page compared 64 px originals with 32 px reconstructions
+    # and stopped with "cannot compare faces of shapes (12, 64, 64) and (12, 32, 32)".
+    from facelab.data import split_dataset
+    from facelab.registry import config_for, create_model
+
+    model = create_model(config_for("ae-conv", epochs=1, image_size=32)).fit(split_dataset(synthetic, 4, 1, 0))
+    at = with_model(new_app(), "small", model)
+    at.session_state[ui.DATASET] = synthetic
+    go(at, "pages/reconstructions.py")
+    assert not at.exception and not errors(at)
+    assert any(c.value.startswith("Mean PSNR") for c in at.caption)
+
+
+def test_a_model_folder_that_cannot_be_expanded_or_read_is_a_message(monkeypatch, tmp_path):
+    # "~nosuchuser/m" made pathlib raise RuntimeError in the sidebar, so no page rendered.
+    monkeypatch.setenv("FACELAB_MODEL_DIR", "~nosuchuser-facelab/m")
+    at = go(new_app(), "pages/models.py")
+    assert not at.exception
+    assert any("no such user's home folder" in e for e in errors(at)), errors(at)

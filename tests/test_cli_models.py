@@ -126,6 +126,9 @@ def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tm
     assert all(f["distance"] <= answer["threshold"] for image in answer["images"] for f in image["faces"])
     assert main(["identify", str(bundle), photos[0]]) == 0
     assert re.search(r": Ada distance=[0-9.e-]+ \(names up to [0-9.e-]+\)$", capsys.readouterr().out.strip())
+    assert main(["identify", str(bundle), photos[0], "--json", "--threshold", "inf"]) == 0  # names everyone
+    strict = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert strict["threshold"] is None
 
     assert main(["enrol", str(bundle), "--remove", "Ada"]) == 0
     assert "knows 5 people" in capsys.readouterr().out
@@ -185,6 +188,8 @@ def test_models_lists_saved_bundles_with_their_figures(olivetti_dir, tmp_path, c
     assert "not-a-bundle/meta.json: unreadable bundle metadata" in text or "not-a-bundle: " in text
     assert main(["models", str(tmp_path / "g" / "meta.json")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    assert main(["models", "~nosuchuser-facelab/m"]) == 2  # was a RuntimeError traceback from pathlib
+    assert "no such user's home folder" in capsys.readouterr().err
 
 
 def test_live_names_the_people_of_the_webcam_feed_and_writes_the_annotated_video(olivetti_dir, tmp_path, capsys):
@@ -219,6 +224,10 @@ def test_live_names_the_people_of_the_webcam_feed_and_writes_the_annotated_video
     assert "notes.txt" in capsys.readouterr().err and not (tmp_path / "y.mp4").exists()
     assert main(["live", str(bundle), "--camera", str(feed), "--out", str(not_video / "z.mp4")]) == 2  # under a file
     assert "notes.txt is not a folder" in capsys.readouterr().err
+    # The video being read is never replaced by its annotated first frames.
+    assert main(["live", str(bundle), "--camera", str(video), "--out", str(video), "--max-frames", "3"]) == 2
+    assert "is the video being read" in capsys.readouterr().err
+    assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) == 75
 
 
 def test_a_model_command_prints_its_message_without_backend_start_up_lines(tmp_path):

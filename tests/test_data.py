@@ -78,6 +78,8 @@ def test_synthetic_is_deterministic_and_distinguishable():
     knn = KNeighborsClassifier(1).fit(split.train.images.reshape(len(split.train.images), -1), split.train.labels)
     accuracy = knn.score(split.test.images.reshape(len(split.test.images), -1), split.test.labels)
     assert accuracy > 4 / a.n_people  # chance is 1/12; measured 0.6
+    with pytest.raises(BadInputError, match="at most 20000 faces"):  # refused at once, not after filling the memory
+        load_dataset("synthetic:people=100000,per_person=100000")
 
 
 def test_split_is_per_person_seeded_and_disjoint(olivetti):

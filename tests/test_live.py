@@ -443,6 +443,24 @@ def test_capture_collects_checked_crops_from_frames(olivetti_uint8):
     assert [c.source for c in capture.crops()] == ["frame 1", "frame 2", "frame 3", "frame 4"]
 
 
+def test_a_gallery_emptied_by_removals_can_take_someone_back(olivetti_uint8, olivetti_recognizer):
+    # With every person removed, naming a frame fails; the capture used to starve (frames were offered only after
+    # naming) and the look-alike check raised, so nobody could be added again.
+    from facelab.enrol import look_alikes
+    from facelab.gallery import Gallery
+
+    faces, _ = olivetti_uint8
+    empty = Gallery(embed=lambda f: f.reshape(len(f), -1), image_size=64)
+    live = LiveRecognizer(empty)
+    capture = FaceCapture(EnrolConfig(n_faces=2, every=1))
+    live.start_capture(capture)
+    for i in range(3):
+        with pytest.raises(FaceLabError, match="gallery is empty"):
+            live.process(place_faces([faces[50 + i]], side=160))
+    assert capture.done and capture.count == 2
+    assert look_alikes(empty, capture.faces(), "Ada") == [None, None]
+
+
 def test_crops_from_photos_accepts_and_refuses(olivetti_uint8):
     faces, _ = olivetti_uint8
     photos = [

@@ -159,7 +159,7 @@ def test_live_capture_fills_from_stream_frames_and_adds_the_crops(webrtc, olivet
     at.run()
     assert not at.exception
     assert any("Captured 3/3 crops from 7 frames" in c.value for c in at.caption)
-    at.checkbox(key="data.webcam.keep.1").uncheck().run()  # one crop is not the person
+    [c for c in at.checkbox if c.key.startswith("data.webcam.keep.")][1].uncheck().run()  # one is not the person
     at.button(key="data.webcam.add").click().run()
     assert at.session_state["data.webcam.collection"].counts() == {"Cleo": 2}
     assert stream.capture is None  # the stream stops feeding a capture once its crops are taken
@@ -203,4 +203,28 @@ def test_cli_captures_a_person_from_a_video_into_a_data_folder(olivetti_uint8, t
     junk.write_bytes(b"not a video")
     assert main(["capture", "Cy", "--out", str(out), "--camera", str(junk)]) == 2
     assert "cannot read as a video" in capsys.readouterr().err
+    # A person the folder already has is refused before any frame is read (the camera is not even opened).
+    assert main(["capture", "Ann", "--out", str(out), "--camera", str(junk)]) == 2
+    assert "already has Ann" in capsys.readouterr().err
     assert load_folder(out).counts() == {"Ann": 4, "Bob": 4}
+
+
+def test_a_new_set_of_crops_starts_from_its_own_ticks():
+    # Ticks were keyed by position only: a second capture inherited the first one's (a crop unticked there stayed
+    # unticked, a look-alike of the new set stayed ticked).
+    def page():
+        import numpy as np
+        import streamlit as st
+
+        from facelab import ui
+
+        second = st.session_state.get("second", False)
+        faces = np.full((3, 8, 8), 0.7 if second else 0.3, np.float32)
+        ui.pick_crops(faces, "t.keep", ["Alice", None, None] if second else None)
+
+    at = AppTest.from_function(page, default_timeout=60).run()
+    [c for c in at.checkbox if c.key.startswith("t.keep.")][1].uncheck().run()
+    assert [c.value for c in at.checkbox] == [True, False, True]
+    at.session_state["second"] = True
+    at.run()
+    assert [c.value for c in at.checkbox] == [False, True, True]  # the new set's look-alike unticked, the rest ticked
