@@ -32,7 +32,7 @@ from facelab.errors import BadInputError, FaceLabError
 from facelab.images import read_image
 from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
-from facelab.preprocess import PHOTO_MARGIN, Box, FaceDetector, is_face_crop, to_face, to_grey
+from facelab.preprocess import Box, FaceDetector, is_face_crop, to_face, to_grey
 from facelab.recognition import is_reserved_name
 from facelab.storage import user_folder
 
@@ -284,7 +284,7 @@ def crop_image(img_bgr: np.ndarray, source: str, detector: FaceDetector, config:
     """The one face of a photo, aligned, or the reason it cannot be used."""
     cfg = config or EnrolConfig()
     # A photo is searched with a margin, so a face that fills it is found (its box then reaches past the edges).
-    boxes = detector.detect(img_bgr, margin=PHOTO_MARGIN)
+    boxes = detector.detect_photo(img_bgr)
     reason = check_boxes(boxes, img_bgr.shape[:2], cfg, edge=False)
     if reason is not None:
         return Crop(source, None, boxes[0] if len(boxes) == 1 else None, f"{source}: {reason}")

@@ -446,9 +446,9 @@ def training_section(kind: str, ds: Any, key: str, page: str) -> None:
     config = config_form(preset, key=f"{key}.{kind}" + (f".v{n}" if n else ""), skip=("kind", *preset.unused_fields()))
     changed = registry.changed_fields(preset, config)
     if changed:
-        note, reset = st.columns([4, 1])
-        note.caption("Changed from the preset: " + ", ".join(c.replace("_", " ") for c in changed))
-        reset.button("Back to the preset", key=f"{generation}.button", icon=":material/restart_alt:",
+        row = st.container(horizontal=True, vertical_alignment="center")  # wraps at 800 px ("Bac…" in a column)
+        row.caption("Changed from the preset: " + ", ".join(c.replace("_", " ") for c in changed))
+        row.button("Back to the preset", key=f"{generation}.button", icon=":material/restart_alt:",
                      on_click=lambda: st.session_state.update({generation: n + 1}))
     st.subheader("Split")
     make_split = split_form(ds, key=f"{key}.split")

@@ -55,7 +55,7 @@ for photo in photos or []:
     st.markdown(f"**{photo.name}**")
     try:
         img = read_image(photo.getvalue(), name=photo.name)
-        found = faces_in_image(img, detector)
+        found = sorted(faces_in_image(img, detector), key=lambda f: f.box.x)  # numbered left to right
         if not found:
             st.warning(f"{photo.name}: no face found. Faces need to be frontal and at least 40 pixels wide.")
             continue

@@ -143,7 +143,8 @@ if source == "Webcam" and not mode.startswith("Live"):
                "from photos.")
 elif source == "Webcam":
     if st.button(f"Capture {config.n_faces} frames", key="live.enrol.capture", icon=":material/photo_camera:",
-                 disabled=not playing, help="crops come from the live video: press START above first"):
+                 disabled=not playing,
+                 help="crops come from the live video" + ("" if playing else ": press START above first")):
         st.session_state[CAPTURE] = FaceCapture(config)
         live.start_capture(st.session_state[CAPTURE])
     capture = st.session_state.get(CAPTURE)
@@ -173,7 +174,9 @@ if faces is not None and len(faces):
     # Crops the model already names as someone else start unticked: added, they would be named as the new person.
     alike = look_alikes(recognizer, faces, person)
     if any(alike):
-        st.caption(f"{sum(w is not None for w in alike)} crops that {name} names as someone it knows start unticked.")
+        n = sum(w is not None for w in alike)
+        st.caption(f"{n} crop{'' if n == 1 else 's'} that {name} names as someone it knows start{'s' if n == 1 else ''} "
+                   "unticked.")
     chosen = ui.pick_crops(faces, "live.enrol.keep", alike)
     known = already_known(recognizer, chosen, person)
     if known:

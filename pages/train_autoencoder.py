@@ -6,7 +6,7 @@ from facelab import registry, ui
 
 st.title("Train an autoencoder")
 ds = ui.require_dataset()
-st.caption(f"Data: {ds.source} · {ds.n_people} people · {len(ds.images)} faces. The code in the bottleneck is "
+st.caption(f"Data: {ds.source} · {ds.n_people} {ds.label_plural} · {len(ds.images)} faces. The code in the bottleneck is "
            "the face embedding; people are named by their nearest codes in a gallery of the training faces.")
 
 PRESETS = {"ae-dense": "Seed network (dense, 64-number code, as in the seed)",

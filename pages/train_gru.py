@@ -7,7 +7,7 @@ from facelab.classifier import GRU_EQUATIONS, LSTM_EQUATIONS, SEED_CELL_EQUATION
 
 st.title("Train a GRU classifier")
 ds = ui.require_dataset()
-st.caption(f"Data: {ds.source} · {ds.n_people} people · {len(ds.images)} faces. Each face's rows are read as a "
+st.caption(f"Data: {ds.source} · {ds.n_people} {ds.label_plural} · {len(ds.images)} faces. Each face's rows are read as a "
            "sequence, top to bottom.")
 
 PRESETS = {"gru": "Seed network (GRU 128 → GRU 128 → softmax, as in the seed)",

@@ -126,7 +126,7 @@ def test_faces_that_fill_or_touch_the_photo_are_found(olivetti_uint8):
 
     faces, _ = olivetti_uint8
     detector = FaceDetector()
-    tight = [cv2.resize(faces[i], (256, 256)) for i in range(0, 400, 40)]
+    tight = [cv2.resize(faces[i], (256, 256)) for i in [*range(0, 400, 40), 17]]  # 17: found only with margin 0.5
     found = [faces_in_image(img, detector) for img in tight]
     assert all(len(f) == 1 for f in found)
     assert all(f[0].box.x >= 0 and f[0].box.y >= 0 and f[0].box.x + f[0].box.w <= 256 for f in found)  # clipped
