@@ -410,10 +410,11 @@ def _models_run(args: argparse.Namespace) -> int:
     folder = user_folder(args.folder) if args.folder else default_model_dir()
     if args.folder and not folder.is_dir():
         raise BadInputError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
-    try:
-        next(folder.iterdir(), None) if folder.is_dir() else None
-    except OSError as err:
-        raise BadInputError(f"{folder}: the folder cannot be read ({err.strerror or err})") from None
+    if folder.is_dir():
+        try:
+            next(folder.iterdir(), None)
+        except OSError as err:
+            raise BadInputError(f"{folder}: the folder cannot be read ({err.strerror or err})") from None
     keys = ("accuracy", "top5", "recon_psnr", "infer_ms_per_face")
     damaged: list[tuple[str, str]] = []
     rows = [{"name": b["name"], "kind": b["kind"], "created": b["created"][:19], "people": b["people"],
