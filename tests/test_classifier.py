@@ -123,7 +123,7 @@ def test_stop_request_keeps_a_usable_model(split):
 
     clf = FaceClassifier(_quick("gru", epochs=50)).fit(split, on_batch=on_batch, stop=stop)
     assert clf.stopped_ and clf.epochs_run_ <= 1
-    assert len(seen) == 1 and seen[0].eta_s is not None
+    assert len(seen) == 1 and seen[0].eta_s is None  # one batch gives no time-left estimate yet (see training)
     assert np.isfinite(clf.predict_proba(split.test.images[:2])).all()
 
 
