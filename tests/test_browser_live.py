@@ -174,18 +174,27 @@ def type_into(page, label: str, value: str) -> None:
     expect(box).to_have_value(value)
 
 
-def capture_until(page, button, shows: re.Pattern) -> None:
-    """Press a capture button until the page `shows` it started (a click that lands while the page reruns may be
-    dropped), then wait for the page to show the capture full: it redraws by itself with the crops."""
+def click_until(page, button, shows: re.Pattern | str, tries: int = 3) -> None:
+    """Press `button` until the page `shows` the result: a click that lands while the page reruns may be dropped
+    (seen in CI on a busy machine: "Add 3 crop(s) of Bob" pressed, nothing happened)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for _ in range(3):
-        button.click()
+    for attempt in range(tries):
+        if attempt and not button.is_visible():
+            break  # the click did land: its result is still coming
+        button.click(timeout=30_000)
         try:
             page.get_by_text(shows).first.wait_for(timeout=20_000)
-            break
+            return
         except PlaywrightTimeout:
             continue
+    page.get_by_text(shows).first.wait_for(timeout=30_000)
+
+
+def capture_until(page, button, shows: re.Pattern) -> None:
+    """Press a capture button until the page `shows` it started, then wait for the page to show the capture full:
+    it redraws by itself with the crops."""
+    click_until(page, button, shows)
     page.get_by_text(re.compile(r"Captured 3/3 crops")).wait_for(timeout=60_000)
 
 
@@ -249,8 +258,8 @@ def test_data_page_collects_two_people_from_the_webcam(app_url, chromium_path, o
         for person in ("Ann", "Bob"):
             type_into(page, "Person's name", person)
             capture_until(page, capture, re.compile(r"Captured \d/3"))
-            page.get_by_role("button", name=f"Add 3 crop(s) of {person}").click(timeout=30_000)
-            page.get_by_text(f"{person}: 3 crops collected.").wait_for(timeout=30_000)
+            click_until(page, page.get_by_role("button", name=f"Add 3 crop(s) of {person}"),
+                        f"{person}: 3 crops collected.")
             expect(page.get_by_text(re.compile(r"Captured \d/3 crops"))).to_have_count(0, timeout=30_000)
         page.get_by_role("button", name="Use as data set").click()
         expect(page.locator('[data-testid="stMetricValue"]').first).to_have_text("2", timeout=30_000)
