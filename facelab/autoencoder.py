@@ -417,7 +417,7 @@ class FaceAutoencoder:
     def save(self, path: str | Path) -> Path:
         """Save the model and its gallery as one bundle folder (atomic); returns the folder."""
         from facelab.registry import config_to_dict
-        from facelab.storage import save_bundle
+        from facelab.storage import bundle_origin, save_bundle
 
         if self.keras_model_ is None:
             raise FaceLabError("nothing to save: the autoencoder has not been trained")
@@ -439,14 +439,17 @@ class FaceAutoencoder:
             "fit_seconds": self.fit_seconds_,
             "best_epoch": self.best_epoch_,
         }
-        return save_bundle(path, self.keras_model_, meta, extras=gallery.to_arrays())
+        folder = save_bundle(path, self.keras_model_, meta, extras=gallery.to_arrays(),
+                             origin=getattr(self, "origin_", None))
+        self.origin_ = bundle_origin(folder)
+        return folder
 
     @classmethod
     def load(cls, path: str | Path) -> FaceAutoencoder:
         """Load a bundle saved by `save` (model, config, history, metrics and gallery)."""
         from facelab.gallery import Calibration
         from facelab.registry import config_from_dict
-        from facelab.storage import load_bundle
+        from facelab.storage import bundle_origin, load_bundle
 
         bundle = load_bundle(path)
         meta = bundle.meta
@@ -490,6 +493,7 @@ class FaceAutoencoder:
         model.data_source_ = meta.get("data_source", "")
         model.fit_seconds_ = float(meta.get("fit_seconds") or 0.0)
         model.best_epoch_ = meta.get("best_epoch")
+        model.origin_ = bundle_origin(path, meta)  # a later save over it checks nobody else saved there meanwhile
         return model
 
     # ---------------------------------------------------------------------------------- internals

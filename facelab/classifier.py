@@ -341,7 +341,7 @@ class FaceClassifier:
     def save(self, path: str | Path) -> Path:
         """Save as a bundle folder (model, config, names, metrics, history); returns the folder."""
         from facelab.registry import config_to_dict
-        from facelab.storage import save_bundle
+        from facelab.storage import bundle_origin, save_bundle
 
         self._check_fitted()
         meta = {
@@ -353,14 +353,16 @@ class FaceClassifier:
             "training": {"epochs_run": self.epochs_run_, "best_epoch": self.best_epoch_,
                          "seconds": self.train_seconds_, "stopped": self.stopped_, "n_train": self.n_train_},
         }
-        return save_bundle(path, self.keras_model_, meta)
+        folder = save_bundle(path, self.keras_model_, meta, origin=getattr(self, "origin_", None))
+        self.origin_ = bundle_origin(folder)
+        return folder
 
     @classmethod
     def load(cls, path: str | Path) -> FaceClassifier:
         """Load a classifier bundle saved by `save`."""
         import facelab.models.gru  # noqa: F401  (registers the custom layers for safe-mode loading)
         from facelab.registry import config_from_dict
-        from facelab.storage import load_bundle
+        from facelab.storage import bundle_origin, load_bundle
 
         bundle = load_bundle(path)
         meta = bundle.meta
@@ -388,6 +390,7 @@ class FaceClassifier:
         self.data_source_ = meta.get("data_source", "")
         self.metrics_ = meta.get("metrics") or {}
         self.test_predictions_ = []
+        self.origin_ = bundle_origin(path, meta)  # a later save over it checks nobody else saved there meanwhile
         self._ready()
         return self
 

@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,16 +186,44 @@ def release_bundle_folder(path: str | Path) -> None:
         pass
 
 
-def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.ndarray] | None = None) -> Path:
+Origin = tuple[Path, str | None]  # (bundle folder, its save_id) a model was loaded from or last saved to
+
+
+def bundle_origin(path: str | Path, meta: dict | None = None) -> Origin:
+    """The (folder, save_id) of a bundle, to be given back to `save_bundle` when saving over it."""
+    folder = Path(path).resolve()
+    return folder, (meta if meta is not None else read_meta(folder)).get("save_id")
+
+
+def _check_unchanged(folder: Path, origin: Origin | None) -> None:
+    """Refuse to save over the bundle a model came from when someone saved it since (another session or the CLI
+    added a person there): the last save would silently drop that change."""
+    if origin is None or folder.resolve() != origin[0] or not is_bundle(folder):
+        return
+    try:
+        now = read_meta(folder).get("save_id")
+    except BadInputError:
+        return  # not a readable bundle any more: the save replaces nothing of value and says so elsewhere
+    if now != origin[1]:
+        raise BadInputError(f"{folder}: saved by another session or command since this model was loaded from it "
+                            "(a person added or removed there?). Load it again from the Models page and repeat "
+                            "the change, so that neither is lost")
+
+
+def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.ndarray] | None = None,
+                origin: Origin | None = None) -> Path:
     """Save a model, its metadata (must include "kind") and extra arrays as a bundle folder, atomically.
 
     `meta` should carry kind, config, names, input_size, preprocessing, data_source, metrics and history;
-    format, version, creation date, library versions and file names are added here. Returns the folder.
+    format, version, creation date, a save_id, library versions and file names are added here. `origin`
+    (`bundle_origin` of where the model came from) refuses to overwrite that bundle if it changed since.
+    Returns the folder.
     """
     if not meta.get("kind"):
         raise FaceLabError("bundle metadata needs a 'kind'")
     folder = Path(path)
     check_bundle_target(folder)
+    _check_unchanged(folder, origin)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -223,7 +252,7 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
             _write_atomic(folder / extras_name, buf.getvalue())
             written.append(folder / extras_name)
         full = dict(meta)
-        full.update(format=BUNDLE_FORMAT, version=BUNDLE_VERSION,
+        full.update(format=BUNDLE_FORMAT, version=BUNDLE_VERSION, save_id=uuid.uuid4().hex,
                     created=datetime.now(UTC).isoformat(timespec="seconds"),
                     versions=library_versions(), files={"model": model_name, "extras": extras_name})
         text = json.dumps(_finite(full), indent=2, default=_json_default, allow_nan=False).encode()

@@ -280,3 +280,26 @@ def test_free_bundle_name_and_default_model_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("FACELAB_MODEL_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_model_dir() == tmp_path / ".facelab" / "models"
+
+
+def test_two_sessions_enrolling_into_one_bundle_never_drop_a_change(tmp_path, synthetic):
+    # Two tabs (or a tab and `python -m facelab enrol`) hold the same bundle: the second save used to replace the
+    # first one's enrolment without a word.
+    from facelab.enrol import add_person, save_model
+    from facelab.registry import config_for, create_model
+
+    model = create_model(config_for("ae-dense", epochs=1)).fit(split_dataset(synthetic, 4, 1, 0))
+    path = model.save(tmp_path / "shared")
+    tab_a, tab_b = load_model(path), load_model(path)
+    faces = synthetic.images[:3]
+    save_model(add_person(tab_a, "Ann", faces), path)
+    with pytest.raises(BadInputError, match="saved by another session or command since this model was loaded"):
+        save_model(add_person(tab_b, "Bob", faces), path)
+    assert "Ann" in read_meta(path)["names"] and "Bob" not in read_meta(path)["names"]
+    again = add_person(load_model(path), "Bob", faces)  # loaded again, the change goes through
+    save_model(again, path)
+    save_model(add_person(again, "Cy", faces), path)  # and the same session can go on saving
+    assert {"Ann", "Bob", "Cy"} <= set(read_meta(path)["names"])
+    with pytest.raises(BadInputError, match="saved by another session"):
+        model.save(path)  # the model that made the bundle, saved again after the others' changes: refused too
+    assert "Cy" in read_meta(path)["names"]
