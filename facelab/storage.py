@@ -215,9 +215,9 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
     """Save a model, its metadata (must include "kind") and extra arrays as a bundle folder, atomically.
 
     `meta` should carry kind, config, names, input_size, preprocessing, data_source, metrics and history;
-    format, version, creation date, a save_id, library versions and file names are added here. `origin`
-    (`bundle_origin` of where the model came from) refuses to overwrite that bundle if it changed since.
-    Returns the folder.
+    format, version, dates (created: first saved; saved: this save), a save_id, library versions and file names
+    are added here. `origin` (`bundle_origin` of where the model came from) refuses to overwrite that bundle if it
+    changed since, and keeps its creation date when it did not. Returns the folder.
     """
     if not meta.get("kind"):
         raise FaceLabError("bundle metadata needs a 'kind'")
@@ -228,10 +228,13 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BadInputError(f"{folder}: cannot create the bundle folder ({err.strerror or err})") from None
-    old_files = set()
+    old_files, created = set(), None
     if (folder / META_FILE).is_file():
         try:
-            old_files = {f for f in read_meta(folder).get("files", {}).values() if f}
+            old = read_meta(folder)
+            old_files = {f for f in old.get("files", {}).values() if f}
+            if origin is not None and folder.resolve() == origin[0]:
+                created = old.get("created")  # the same model saved again (a person added): keeps its date
         except BadInputError:
             old_files = set()
 
@@ -252,8 +255,9 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
             _write_atomic(folder / extras_name, buf.getvalue())
             written.append(folder / extras_name)
         full = dict(meta)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         full.update(format=BUNDLE_FORMAT, version=BUNDLE_VERSION, save_id=uuid.uuid4().hex,
-                    created=datetime.now(UTC).isoformat(timespec="seconds"),
+                    created=created if isinstance(created, str) else now, saved=now,
                     versions=library_versions(), files={"model": model_name, "extras": extras_name})
         text = json.dumps(_finite(full), indent=2, default=_json_default, allow_nan=False).encode()
         _write_atomic(folder / META_FILE, text)  # the commit point

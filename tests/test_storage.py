@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 
 import numpy as np
@@ -292,7 +293,10 @@ def test_two_sessions_enrolling_into_one_bundle_never_drop_a_change(tmp_path, sy
     path = model.save(tmp_path / "shared")
     tab_a, tab_b = load_model(path), load_model(path)
     faces = synthetic.images[:3]
+    created = read_meta(path)["created"]
+    time.sleep(1.1)  # dates have whole seconds
     save_model(add_person(tab_a, "Ann", faces), path)
+    assert read_meta(path)["created"] == created != read_meta(path)["saved"]  # a person added: still that model
     with pytest.raises(BadInputError, match="saved by another session or command since this model was loaded"):
         save_model(add_person(tab_b, "Bob", faces), path)
     assert "Ann" in read_meta(path)["names"] and "Bob" not in read_meta(path)["names"]
