@@ -324,11 +324,15 @@ def look_alikes(recognizer: Any, faces: np.ndarray, name: str = "") -> list[str 
             for a in recognizer.identify(np.asarray(faces, np.float32))]
 
 
+def count_look_alikes(alike: list[str | None]) -> dict[str, int]:
+    """Per person, most first, how many crops `look_alikes` named as them."""
+    return dict(Counter(who for who in alike if who is not None).most_common())
+
+
 def already_known(recognizer: Any, faces: np.ndarray, name: str = "") -> dict[str, int]:
     """How many of the (N, S, S) crops the recogniser already names as someone other than `name`, per person,
     most first: crops of the wrong person (a webcam feed that changed faces) would teach it that they are `name`."""
-    named = Counter(who for who in look_alikes(recognizer, faces, name) if who is not None)
-    return dict(named.most_common())
+    return count_look_alikes(look_alikes(recognizer, faces, name))
 
 
 def gallery_of(model: Any) -> Any:

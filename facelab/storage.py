@@ -144,7 +144,7 @@ def check_bundle_target(path: str | Path) -> None:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise BadInputError(f"{folder}: exists and is not a folder; choose another place to save the model")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / META_FILE).is_file():
+    if folder.is_dir() and any(folder.iterdir()) and not is_bundle(folder):
         raise BadInputError(f"{folder}: folder is not empty and is not a FaceLab bundle; refusing to write into it")
     parent = folder
     while not parent.exists() and parent != parent.parent:
@@ -229,7 +229,7 @@ def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.
     except OSError as err:
         raise BadInputError(f"{folder}: cannot create the bundle folder ({err.strerror or err})") from None
     old_files, created = set(), None
-    if (folder / META_FILE).is_file():
+    if is_bundle(folder):
         try:
             old = read_meta(folder)
             old_files = {f for f in old.get("files", {}).values() if f}

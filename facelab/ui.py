@@ -26,7 +26,14 @@ from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE, headline_metrics, misclassified
 from facelab.jobs import TrainingJob, format_seconds
 from facelab.registry import is_classifier
-from facelab.storage import check_bundle_target, default_model_dir, free_bundle_name, list_bundles, user_folder
+from facelab.storage import (
+    check_bundle_target,
+    default_model_dir,
+    free_bundle_name,
+    is_bundle,
+    list_bundles,
+    user_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +163,17 @@ def dataset():
 def set_dataset(ds, label: str | None = None) -> None:
     st.session_state[DATASET] = ds
     st.session_state[DATASET_LABEL] = label or ds.source
+
+
+def save_target(name: str, anywhere: bool = True) -> Path:
+    """Where the session model `name` is saved: the bundle it came from or was saved to (`anywhere` False: only
+    when that is in the model folder), else the model folder under its name, or name-2, ... when another model's
+    bundle has that name there, which is never replaced."""
+    own = model_paths().get(name)
+    if own is not None and (anywhere or own.parent == model_dir()):
+        return own
+    target = model_dir() / name
+    return model_dir() / unique_name(name) if is_bundle(target) else target
 
 
 def unique_name(base: str) -> str:
@@ -674,9 +692,9 @@ def mark_capture_shown(capture: Any, shown_key: str) -> None:
         st.session_state[shown_key] = capture
 
 
-def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None) -> Any:
+def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None) -> list[int]:
     """Show (N, S, S) crops with a box each, ticked unless `looks_like` names a known person the crop looks like
-    (shown under it); returns the crops still ticked."""
+    (shown under it); returns the indices of the crops still ticked."""
     st.caption("Check the crops: untick any that is not the person.")
     looks_like = looks_like or [None] * len(faces)
     # Keyed by the crops themselves: a new capture or other photos start from their own ticks, not the last set's.
@@ -686,7 +704,7 @@ def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None)
             for i in range(len(faces))]
     for i, face in enumerate(faces):
         cols[i % len(cols)].image(face, clamp=True, width=64, caption=f"like {looks_like[i]}" if looks_like[i] else None)
-    return np.asarray(faces)[[i for i, k in enumerate(keep) if k]]
+    return [i for i, k in enumerate(keep) if k]
 
 
 def ask_confirmation(key: str, item: str) -> None:

@@ -65,7 +65,7 @@ def webcam_section() -> None:
             else:
                 st.warning(crop.reason)
     if faces is not None and len(faces):
-        chosen = ui.pick_crops(faces, "data.webcam.keep")
+        chosen = faces[ui.pick_crops(faces, "data.webcam.keep")]
         if st.button(f"Add {len(chosen)} crop(s) of {person.strip() or 'the person'}", key="data.webcam.add",
                      type="primary", icon=":material/person_add:", disabled=not len(chosen)):
             try:

@@ -10,8 +10,8 @@ from facelab.enrol import (
     EnrolConfig,
     FaceCapture,
     add_person,
-    already_known,
     check_name,
+    count_look_alikes,
     crops_from_photos,
     fine_tune_split,
     look_alikes,
@@ -22,7 +22,7 @@ from facelab.enrol import (
 from facelab.errors import FaceLabError
 from facelab.images import read_image
 from facelab.live import LiveRecognizer, identify_image, rtc_configuration
-from facelab.storage import check_bundle_target, is_bundle
+from facelab.storage import check_bundle_target
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any
@@ -115,11 +115,7 @@ else:
 def replace_model(new):
     """Save a model that replaces the chosen one (a person added or removed) over its bundle, put it in the
     session under the same name and in the stream at once; returns the bundle's path."""
-    own = ui.model_paths().get(name)
-    target = own or ui.model_dir() / name
-    if own is None and is_bundle(target):  # never saved by this session: another model's bundle keeps its place
-        target = ui.model_dir() / ui.unique_name(name)
-    path = save_model(new, target)
+    path = save_model(new, ui.save_target(name))
     ui.add_model(name, new, path)
     live.set_recognizer(new.recognizer(threshold), name)
     return path
@@ -177,8 +173,9 @@ if faces is not None and len(faces):
         n = sum(w is not None for w in alike)
         st.caption(f"{n} crop{'' if n == 1 else 's'} that {name} names as someone it knows start{'s' if n == 1 else ''} "
                    "unticked.")
-    chosen = ui.pick_crops(faces, "live.enrol.keep", alike)
-    known = already_known(recognizer, chosen, person)
+    kept = ui.pick_crops(faces, "live.enrol.keep", alike)
+    chosen = faces[kept]
+    known = count_look_alikes([alike[i] for i in kept])  # the answers above: no second pass over the crops
     if known:
         st.warning(f"{sum(known.values())} of the {len(chosen)} crops look like people {name} already knows: "
                    + ", ".join(f"{who} ({n})" for who, n in known.items())

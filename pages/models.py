@@ -84,14 +84,12 @@ else:
                        "saved as": str(paths.get(n, ""))} for n, m in session.items()])
     name = st.selectbox("Session model", list(session), key="models.session_model")
     if st.button("Save to the model folder", key="models.save", icon=":material/save:"):
-        own = paths.get(name)
-        target = own if own is not None and own.parent == folder else folder / name  # its own bundle: updated
-        if storage.is_bundle(target) and target != own:  # another model's bundle: never replaced
-            target = folder / ui.unique_name(name)
+        target = ui.save_target(name, anywhere=False)
+        other_kept = target.name != name and target != paths.get(name)
         try:
             path = session[name].save(target)
             ui.model_paths()[name] = path
-            st.success(f"Saved {name} to {path}." + ("" if target.name == name or target == own else
-                                                      f" The bundle {name} there is another model and was kept."))
+            st.success(f"Saved {name} to {path}." + (f" The bundle {name} there is another model and was kept."
+                                                      if other_kept else ""))
         except FaceLabError as err:
             ui.show_error(err)
