@@ -36,6 +36,7 @@ with st.sidebar:
     st.caption(ui.device_label())
     # Filled again after the page runs, so that a dataset loaded or a model trained by this very run shows at once.
     status = st.empty()
+    ui.training_lines()  # a fragment of its own: it ticks while a training runs, whatever page is open
     st.text_input("Model folder", ui.model_dir_default_text(), key=ui.MODEL_DIR,
                   help="every finished training is saved here as a bundle; $FACELAB_MODEL_DIR sets the default")
 
@@ -45,10 +46,6 @@ def draw_status() -> None:
         ds = ui.dataset()
         st.markdown(f"**Data:** {st.session_state.get(ui.DATASET_LABEL, ds.source) if ds is not None else 'none yet'}")
         st.markdown(f"**Model:** {ui.active_model_name() or 'none yet'}")
-        for job in ui.running_jobs():
-            progress = job.progress
-            where = f"epoch {progress.epoch}/{progress.epochs}" if progress else "starting"
-            st.caption(f"Training {job.name}: {where}")
 
 
 draw_status()  # stays as it is when the page stops early (st.stop): nothing can be drawn after that

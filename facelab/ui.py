@@ -389,6 +389,21 @@ def running_jobs() -> list[TrainingJob]:
     return [job for job in jobs().values() if job.running]
 
 
+def training_lines() -> None:
+    """A line per running training, redrawn every 2 s while one runs; a full rerun when it ends shows its model."""
+    st.fragment(_training_lines, run_every=2.0 if running_jobs() else None)([job.name for job in running_jobs()])
+
+
+def _training_lines(names_at_start: list[str]) -> None:
+    running = {job.name: job for job in running_jobs()}
+    if any(name not in running for name in names_at_start):
+        st.rerun()  # a training has ended: every page then offers its model (collect_finished)
+    for job in running.values():
+        progress = job.progress
+        where = f"epoch {progress.epoch}/{progress.epochs}" if progress else "starting"
+        st.caption(f"Training {job.name}: {where}")
+
+
 def collect(job: TrainingJob) -> None:
     """Move a finished job's model, and its test results (`remember_test`), into the session once."""
     if job.running or job.collected:
@@ -534,6 +549,7 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
             show_error(err)
             return
         jobs()[page] = job
+        st.rerun()  # the whole app again, so that the sidebar's training line starts ticking
     if job is None:
         return
     if job.running:

@@ -162,6 +162,16 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
     expect(box).to_have_value("500")
     page.get_by_role("button", name=re.compile("Train$")).click()
     page.get_by_text(re.compile(r"epoch \d+/500")).first.wait_for(timeout=120_000)
+    # On another page the sidebar's training line keeps moving (it stood still until a full rerun).
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.get_by_text("Data", exact=True).click()
+    page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=60_000)
+    line = page.locator('[data-testid="stSidebar"]').get_by_text(re.compile(r"^Training .*: epoch \d+/500$"))
+    line.wait_for(timeout=60_000)
+    first = line.inner_text()
+    expect(line).not_to_have_text(first, timeout=30_000)
+    nav.get_by_text("Train autoencoder", exact=True).click()
+    page.get_by_role("heading", name="Train an autoencoder", exact=True).wait_for(timeout=60_000)
     page.get_by_role("button", name=re.compile("Stop$")).click()
     page.get_by_text(re.compile(r"stopped after \d+ epoch")).wait_for(timeout=120_000)
     wait_idle(page)
@@ -169,7 +179,6 @@ def test_train_in_the_browser_and_screenshot(server, browser, tmp_path):
     assert page.get_by_text(re.compile(r"finished after \d+ epoch")).count() == 0
 
     # Settings outlive a visit to another page (Streamlit drops the state of widgets a run does not draw).
-    nav = page.locator('[data-testid="stSidebarNav"]')
     nav.get_by_text("Data", exact=True).click()
     page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=60_000)
     wait_idle(page)
