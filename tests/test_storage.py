@@ -307,3 +307,94 @@ def test_two_sessions_enrolling_into_one_bundle_never_drop_a_change(tmp_path, sy
     with pytest.raises(BadInputError, match="saved by another session"):
         model.save(path)  # the model that made the bundle, saved again after the others' changes: refused too
     assert "Cy" in read_meta(path)["names"]
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])  # 1: the extras file, 2: meta.json (the commit point)
+def test_a_full_disk_mid_save_keeps_the_previous_bundle(tmp_path, faces, monkeypatch, failing_write):
+    first = _model(0)
+    path = save_bundle(tmp_path / "m", first, META, {"g": np.ones(3)})
+    before_files = sorted(p.name for p in path.iterdir())
+    before_meta = (path / "meta.json").read_bytes()
+    calls = []
+    real_fsync = storage.os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == failing_write:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    with pytest.raises(BadInputError, match="cannot save the model \\(No space left on device\\)"):
+        save_bundle(path, _model(1), META, {"g": np.zeros(3)})
+    monkeypatch.undo()
+    assert (path / "meta.json").read_bytes() == before_meta
+    assert sorted(p.name for p in path.iterdir()) == before_files  # no new model, extras or temporary file
+    bundle = load_bundle(path)
+    np.testing.assert_array_equal(bundle.extras["g"], np.ones(3))
+    np.testing.assert_allclose(bundle.model.predict_on_batch(faces), first.predict_on_batch(faces), rtol=1e-6)
+
+
+def test_extras_that_hold_pickled_objects_or_are_truncated_are_refused(tmp_path):
+    from facelab.registry import import_model
+
+    path = save_bundle(tmp_path / "p", _model(), META, {"g": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(BadInputError, match="extras could not be read"):  # loading them could run code
+        load_bundle(path)
+    with pytest.raises(BadInputError, match="^up.zip/extras-.*: bundle extras could not be read"):
+        import_model(export_bundle(path), tmp_path / "models" / "up", "up.zip")
+    assert not (tmp_path / "models" / "up").exists()
+
+    path = save_bundle(tmp_path / "t", _model(), META, {"g": np.ones(1000)})
+    extras = path / read_meta(path)["files"]["extras"]
+    extras.write_bytes(extras.read_bytes()[:100])
+    with pytest.raises(BadInputError, match="extras could not be read"):
+        load_bundle(path)
+
+
+def test_an_import_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
+    data = export_bundle(save_bundle(tmp_path / "m", _model(), META))
+    mine = tmp_path / "models" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(BadInputError, match="no meta.json|not a FaceLab model bundle"):
+        import_bundle(data, mine, name="up.zip")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["mine"]  # no .import- or .old- folder left
+
+
+def test_refusals_of_damaged_and_future_bundles(tmp_path, monkeypatch):
+    path = save_bundle(tmp_path / "m", _model(), META)
+    meta = read_meta(path)
+    model_file = path / meta["files"]["model"]
+    model_bytes = model_file.read_bytes()
+    model_file.write_bytes(model_bytes[:200])
+    with pytest.raises(BadInputError, match=r"not a Keras model file \(corrupt or truncated\)"):
+        load_bundle(path)
+    model_file.unlink()
+    with pytest.raises(BadInputError, match="missing its model file"):
+        load_bundle(path)
+    model_file.write_bytes(model_bytes)
+    (path / "meta.json").write_text(json.dumps({**meta, "version": 2}))
+    with pytest.raises(BadInputError, match="newer than this FaceLab"):
+        load_bundle(path)
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert load_bundle(path).model is not None
+    monkeypatch.setattr(storage, "META_MAX_BYTES", 100)
+    with pytest.raises(BadInputError, match="meta.json"):
+        read_meta(path)
+
+
+def test_export_uploads_over_the_limits_or_lacking_a_member_are_refused(tmp_path, monkeypatch):
+    path = save_bundle(tmp_path / "m", _model(), META)
+    meta_bytes = json.dumps(read_meta(path)).encode()
+    too_many = _zip({"meta.json": meta_bytes, **{f"f{i}.txt": b"x" for i in range(storage.EXPORT_MAX_FILES)}})
+    with pytest.raises(BadInputError, match="too many or too large"):
+        import_bundle(too_many, tmp_path / "a", name="up.zip")
+    monkeypatch.setattr(storage, "EXPORT_MAX_BYTES", len(meta_bytes) + 10)
+    with pytest.raises(BadInputError, match="too many or too large"):
+        import_bundle(export_bundle(path), tmp_path / "a", name="up.zip")
+    monkeypatch.undo()
+    with pytest.raises(BadInputError, match="^up.zip: the export lacks model-"):
+        import_bundle(_zip({"meta.json": meta_bytes}), tmp_path / "a", name="up.zip")
+    assert not (tmp_path / "a").exists()
