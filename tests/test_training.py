@@ -60,6 +60,35 @@ def test_learns_on_olivetti_and_reports_progress(data):
     assert result.history["val_loss"][best - 1] == min(result.history["val_loss"])
 
 
+def test_the_best_epochs_weights_are_the_ones_kept(data):
+    import keras
+
+    class Sabotage(keras.callbacks.Callback):
+        """Keeps epoch 4's weights, then ruins the weights after every later batch (val_loss soars)."""
+
+        def __init__(self):
+            super().__init__()
+            self.rng, self.epoch, self.snapshot = np.random.default_rng(0), 0, None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == 4:
+                self.snapshot = [w.copy() for w in self.model.get_weights()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch > 4:
+                self.model.set_weights([self.rng.normal(0, 3, w.shape).astype(w.dtype)
+                                        for w in self.model.get_weights()])
+
+    model, sabotage = _tiny_model(40), Sabotage()
+    result = _fit(model, data, extra_callbacks=[sabotage])
+    assert result.epochs_run == 8 and result.best_epoch == 4
+    for kept, best in zip(model.get_weights(), sabotage.snapshot, strict=True):
+        np.testing.assert_array_equal(kept, best)
+
+
 def test_batch_callbacks_are_throttled(data):
     calls = []
     _fit(_tiny_model(40), data, config=TrainConfig(epochs=2, augment=False), on_batch=calls.append,
@@ -75,7 +104,9 @@ def test_stop_request_ends_after_current_batch_and_keeps_weights(data):
     def on_batch(p: TrainingProgress) -> None:
         seen.append((p.epoch, p.batch))
         if p.epoch == 2 and p.batch == 2:
-            threading.Thread(target=stop.request).start()
+            requester = threading.Thread(target=stop.request)  # from another thread, as the Stop button does
+            requester.start()
+            requester.join()  # not left racing the next batches on a busy machine
 
     model = _tiny_model(40)
     ends = []
@@ -268,3 +299,22 @@ def test_a_training_job_says_what_it_does_after_the_last_batch(tmp_path):
     assert job.phase == "training"
     assert job.start().wait(120) and job.error is None
     assert seen == ["testing", "saving"]
+
+
+def test_a_training_job_whose_fit_fails_reports_it_and_gives_the_folder_back(tmp_path):
+    from facelab.data import load_dataset, split_dataset
+    from facelab.jobs import TrainingJob
+    from facelab.registry import config_for, create_model
+
+    split = split_dataset(load_dataset("synthetic:people=3,per_person=6"), 4, 1, 0)
+    model = create_model(config_for("ae-dense", epochs=1))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    model.fit = boom
+    job = TrainingJob("m", model, split, tmp_path).start()
+    assert job.wait(120) and not job.running
+    assert job.error == "training failed: RuntimeError: boom"
+    assert job.result is None and job.path is None
+    assert list(tmp_path.iterdir()) == []  # the folder claimed at the start is removed
