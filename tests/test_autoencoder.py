@@ -48,7 +48,11 @@ def test_shapes_of_every_kind(kind):
     codes = model.encode(faces)
     assert codes.shape == (5, 64) and codes.dtype == np.float32
     assert np.linalg.norm(model.embed(faces), axis=1) == pytest.approx(np.ones(5), abs=1e-5)
-    assert model.embed(faces) == pytest.approx(model.embed(faces[:, :, ::-1]), abs=1e-5) or kind == "ae-dense"
+    mirrored = model.embed(faces[:, :, ::-1])
+    if kind == "ae-dense":  # the seed network's embedding is its plain code: a mirror image has another one
+        assert not np.allclose(model.embed(faces), mirrored, atol=1e-3)
+    else:  # the code of the face averaged with its mirror image's
+        assert model.embed(faces) == pytest.approx(mirrored, abs=1e-5)
     recon = model.reconstruct(faces)
     assert recon.shape == (5, 64, 64) and recon.min() >= 0 and recon.max() <= 1
     assert model.decode(codes).shape == (5, 64, 64)
@@ -138,6 +142,10 @@ def test_fit_calibrates_the_threshold_on_people_it_never_trained_on(trained, spl
     assert set(strangers) <= set(trained.gallery_.names) and len(trained.gallery_) == KNOWN
     cal = trained.gallery_.calibration
     assert cal.impostors == 5 * len(strangers) and cal.genuine == KNOWN - 7 and cal.far == 0.0
+    # People it has neither trained on nor enrolled (35..39) are mostly answered "unknown".
+    unseen = split.test.subset(np.flatnonzero(split.test.labels >= KNOWN))
+    answers = [a.name for a in trained.recognizer().identify(unseen.images)]
+    assert answers.count(UNKNOWN) >= 0.6 * len(answers), answers
     # A hand-set threshold is a distance: 0 or more (infinite names everyone); a negative one is refused.
     assert trained.recognizer(float("inf")).threshold == float("inf")
     with pytest.raises(FaceLabError, match="code distance"):
@@ -157,7 +165,8 @@ def test_enrolling_a_new_person_needs_no_retraining(trained, split):
     name = split.train.names[newcomer]
     their_test = split.test.images[split.test.labels == newcomer]
     assert name not in gallery.names
-    assert all(a.name != name for a in gallery.identify(their_test))
+    before = [a.name for a in gallery.identify(their_test)]
+    assert before.count(UNKNOWN) >= 3, before  # a stranger to the gallery is mostly "unknown"
 
     gallery.enrol(name, split.train.images[split.train.labels == newcomer])
     answers = gallery.identify(their_test)
@@ -166,9 +175,7 @@ def test_enrolling_a_new_person_needs_no_retraining(trained, split):
     assert sum(a.name == name for a in answers) >= 1, [a.top[:2] for a in answers]
 
     gallery.remove(name)
-    answers = gallery.identify(their_test)
-    assert all(a.name != name for a in answers)
-    assert sum(a.name == UNKNOWN for a in answers) >= 3, [a.top[:2] for a in answers]
+    assert [a.name for a in gallery.identify(their_test)] == before  # as if they had never been enrolled
 
 
 def test_save_and_load_keep_the_gallery(trained, split, tmp_path):

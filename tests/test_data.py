@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -179,13 +180,35 @@ def test_zip_with_wrapping_folder(olivetti_uint8, tmp_path):
     np.testing.assert_allclose(ds.images[0], faces[50] / 255, atol=1e-6)
 
 
-def test_zip_path_traversal_is_refused(olivetti_uint8, tmp_path):
+def test_zip_path_traversal_is_refused(olivetti_uint8, tmp_path, monkeypatch):
     faces, _ = olivetti_uint8
+    unpack = tmp_path / "a" / "b"  # the zip is unpacked in a folder made here, so "../../" would reach tmp_path
+    unpack.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(unpack))
     path = tmp_path / "evil.zip"
     path.write_bytes(_zip_of({"a/1.png": _png(faces[0]), "../../escape.png": _png(faces[1])}))
     with pytest.raises(BadInputError, match="outside the archive"):
         load_dataset(str(path))
-    assert not (tmp_path.parent / "escape.png").exists()
+    assert not (tmp_path / "escape.png").exists() and not (tmp_path / "a" / "escape.png").exists()
+    assert list(unpack.iterdir()) == []  # the unpacking folder is removed too
+
+
+def test_zip_links_and_too_many_files_are_refused(olivetti_uint8, tmp_path, monkeypatch):
+    faces, _ = olivetti_uint8
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a/1.png", _png(faces[0]))
+        link = zipfile.ZipInfo("a/link.png")
+        link.external_attr = 0o120777 << 16  # a symbolic link to /etc/passwd, as `zip --symlinks` stores it
+        zf.writestr(link, "/etc/passwd")
+    path = tmp_path / "link.zip"
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(BadInputError, match="'a/link.png' is a symbolic link"):
+        load_dataset(str(path))
+    monkeypatch.setattr("facelab.data.ZIP_MAX_FILES", 5)
+    path.write_bytes(_zip_of({f"p{k}/{j}.png": _png(faces[k * 10 + j]) for k in range(2) for j in range(3)}))
+    with pytest.raises(BadInputError, match="zip holds 6 files; the limit is 5"):
+        load_dataset(str(path))
 
 
 def test_zip_bomb_is_refused(tmp_path):
