@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 OLIVETTI_DIR = Path(os.environ.get("FACELAB_TEST_OLIVETTI", SHARED / "olivetti"))
 WEBCAM_DIR = SHARED / "webcam"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """Tests never reach the network: a connection to anything but this machine fails the test that tries it."""
+    connect = socket.socket.connect
+
+    def local_only(self, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"a test tried to reach the network ({address!r})")
+        return connect(self, address)
+
+    socket.socket.connect = local_only
+    yield
+    socket.socket.connect = connect
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from facelab.errors import FaceLabError  # noqa: E402
-from facelab.models.gru import (  # noqa: E402
+from facelab.errors import FaceLabError
+from facelab.models.gru import (
     EMBEDDING,
     SeedCell,
     Standardize,

@@ -351,7 +351,7 @@ def test_queue_keeps_the_newest(olivetti_recognizer):
 
 
 def test_recv_round_trips_a_webrtc_frame(olivetti_uint8, olivetti_recognizer):
-    av = pytest.importorskip("av")
+    import av  # streamlit-webrtc's frames; a hard dependency, so its absence fails rather than skips
     faces, _ = olivetti_uint8
     img = place_faces([faces[32]], side=160)
     live = LiveRecognizer(olivetti_recognizer)
