@@ -64,6 +64,13 @@ def test_probabilities_embeddings_and_recognizer(trained, split):
     assert all((a.name == UNKNOWN and not a.known) or a.confidence == 1.0 for a in strict)
     with pytest.raises(BadInputError, match="give one from 0 to 1"):
         clf.recognizer(threshold=1.01)
+    # At a threshold between the scores: named exactly when the best probability reaches it.
+    best = probs.max(axis=1)
+    middle = float(np.median(best))
+    answers = clf.recognizer(threshold=middle).identify(faces)
+    assert [a.known for a in answers] == list(best >= middle) and 0 < sum(best >= middle) < 6
+    assert all(a.name == (clf.names_[int(p.argmax())] if a.known else UNKNOWN) for a, p in zip(answers, probs))
+    assert clf.recognizer().threshold == 0.8  # the preset's, chosen on validation strangers
     # Faces of another size are resized, not refused (a 32 px model in the 64 px live stream was refused).
     import cv2
 
