@@ -44,6 +44,7 @@ def test_evaluate_json_on_a_folder_of_photos(photo_folder, capsys):
     assert out["model"] == "cnn-gru" and out["people"] == 6
     assert out["n_train"] == 24 and out["n_test"] == 12 and out["epochs_run"] == 2
     assert 0 <= out["accuracy"] <= out["top5"] <= 1
+    assert out["accuracy"] * out["n_test"] == pytest.approx(round(out["accuracy"] * out["n_test"]))  # k of 12 faces
     assert out["config"]["units"] == 16 and out["config"]["train"]["seed"] == 1
     assert out["data"].startswith("folder")
 
@@ -68,6 +69,11 @@ def test_train_then_identify_photos(olivetti_dir, olivetti_uint8, tmp_path, caps
     assert len(two["faces"]) == 2 and two["faces"][0]["box"]["w"] > 60
     assert all(f["name"].startswith("person-") and 0 <= f["probability"] <= 1 for f in two["faces"])
     assert len(one["faces"]) == 1 and one["faces"][0]["box"] == {"x": 0, "y": 0, "w": 64, "h": 64}
+    from facelab.registry import load_model
+
+    said = load_model(bundle).recognizer(0).identify(faces[3:4].astype("float32") / 255)[0]  # the crop, directly
+    assert one["faces"][0]["name"] == said.name and one["faces"][0]["probability"] == pytest.approx(said.confidence,
+                                                                                                    abs=1e-4)
 
     assert main(["identify", str(bundle), str(photo), "--threshold", "1"]) == 0
     assert "unknown" in capsys.readouterr().out

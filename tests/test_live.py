@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -329,10 +330,14 @@ def test_recognizer_swap_while_streaming(olivetti_uint8, olivetti_recognizer):
     for i in range(20):
         live.set_recognizer(other if i % 2 else olivetti_recognizer, f"model {i}")
         live.set_threshold(0.1 * (i % 5))
+        frames, deadline = live.stats().frames, time.monotonic() + 10
+        while live.stats().frames < frames + 2 and time.monotonic() < deadline and not errors:
+            time.sleep(0.001)  # let frames go through each recogniser, so swaps land between and during frames
     live.set_recognizer(other, "other")
     stop.set()
     thread.join(10)
     assert not errors
+    assert live.stats().frames >= 40 and live.stats().seen.get("only one", 0) >= 10  # both models named frames
     _, result = live.process(img)
     assert result.names == ["only one"] and result.model == "other"
 

@@ -43,6 +43,37 @@ def test_collection_becomes_a_data_set_and_a_folder_that_loads_back(olivetti, tm
     assert np.abs(back.images - ds.images).max() <= 0.5 / 255 + 1e-6  # 8-bit PNGs of the same crops
 
 
+def test_a_save_that_fails_partway_leaves_whole_people_only(olivetti, tmp_path, monkeypatch):
+    import os
+
+    from facelab.errors import FaceLabError
+
+    people = FaceCollection()
+    people.add("Ann", olivetti.images[:3])
+    people.add("Bob", olivetti.images[10:13])
+    encode, calls = cv2.imencode, []
+
+    def fails_on_bobs_second_crop(ext, img):
+        calls.append(ext)
+        return (False, None) if len(calls) == 5 else encode(ext, img)
+
+    monkeypatch.setattr(cv2, "imencode", fails_on_bobs_second_crop)
+    with pytest.raises(FaceLabError, match="could not encode crop 2 of Bob"):
+        people.save(tmp_path / "faces")
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "faces").iterdir()] == ["Ann"]  # no half of Bob, no .saving- folder
+    ann = sorted((tmp_path / "faces" / "Ann").iterdir())
+    assert [p.name for p in ann] == ["001.png", "002.png", "003.png"]
+    assert all(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape == (64, 64) for p in ann)
+
+    rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(BadInputError, match="cannot save to .*No space left on device"):
+        people.save(tmp_path / "more")
+    monkeypatch.setattr(os, "rename", rename)
+    assert list((tmp_path / "more").iterdir()) == []
+
+
 def test_collection_refuses_what_it_cannot_use_and_never_overwrites(olivetti, tmp_path):
     people = FaceCollection()
     with pytest.raises(BadInputError, match="enter a name"):
