@@ -156,6 +156,7 @@ class FaceAutoencoder:
         self.data_source_: str = ""
         self.keras_model_ = None
         self.gallery_: Gallery | None = None
+        self.saved_gallery_: Gallery | None = None  # the gallery as last loaded from or saved to a bundle
         self.fit_seconds_: float = 0.0
         self.best_epoch_: int | None = None
         self.stopped_: bool = False
@@ -442,6 +443,7 @@ class FaceAutoencoder:
         folder = save_bundle(path, self.keras_model_, meta, extras=gallery.to_arrays(),
                              origin=getattr(self, "origin_", None))
         self.origin_ = bundle_origin(folder)
+        self.saved_gallery_ = gallery.copy()  # what the bundle holds: `enrol.save_model` merges changes made since
         return folder
 
     @classmethod
@@ -494,6 +496,7 @@ class FaceAutoencoder:
         model.fit_seconds_ = float(meta.get("fit_seconds") or 0.0)
         model.best_epoch_ = meta.get("best_epoch")
         model.origin_ = bundle_origin(path, meta)  # a later save over it checks nobody else saved there meanwhile
+        model.saved_gallery_ = model.gallery_.copy()
         return model
 
     # ---------------------------------------------------------------------------------- internals

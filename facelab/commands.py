@@ -359,7 +359,15 @@ def _enrol_run(args: argparse.Namespace) -> int:
     """Add a person to a saved autoencoder's gallery from photos, remove one, or list them (no retraining)."""
     import numpy as np
 
-    from facelab.enrol import add_person, already_known, check_name, crops_from_photos, gallery_of, remove_person
+    from facelab.enrol import (
+        add_person,
+        already_known,
+        check_name,
+        crops_from_photos,
+        gallery_of,
+        remove_person,
+        save_model,
+    )
     from facelab.registry import load_model
 
     if sum([bool(args.list), bool(args.remove), bool(args.name)]) != 1:
@@ -386,13 +394,17 @@ def _enrol_run(args: argparse.Namespace) -> int:
                   "knows: " + ", ".join(f"{n} ({c})" for n, c in known.items()), file=sys.stderr)
         model = add_person(model, args.name, np.stack(used) if used else np.zeros((0, 1, 1), np.float32))
         action = f"Added {len(used)} face(s) of {' '.join(args.name.split())}"
-    saved = model.save(args.out or args.bundle) if not args.list else Path(args.bundle)
+    saved, kept = Path(args.bundle), None
+    if not args.list:
+        result = save_model(model, args.out or args.bundle)
+        saved, kept, model = result.path, result.kept, result.model
     people = gallery_of(model).counts()
     if args.json:
-        print(json.dumps({"model": str(saved), "kind": model.kind, "people": people, "refused": refused}, indent=2))
+        print(json.dumps({"model": str(saved), "kind": model.kind, "people": people, "refused": refused,
+                          "kept_from_another_save": kept}, indent=2))
     else:
         if not args.list:
-            print(f"{action}; saved to {saved}")
+            print(f"{action}; saved to {saved}" + (f". {kept}" if kept else ""))
         print(f"The gallery knows {len(people)} people: " + ", ".join(f"{n} ({c})" for n, c in people.items()))
     return 0
 

@@ -378,9 +378,59 @@ def _with_gallery(model: Any, gallery: Any) -> Any:
     return new
 
 
-def save_model(model: Any, path: str | Path) -> Path:
-    """Save the model bundle (with its gallery) through the model's own atomic `save`."""
-    return Path(model.save(path))
+@dataclass(frozen=True)
+class SavedModel:
+    """Where `save_model` saved, the model as saved, and what it kept of another save made meanwhile."""
+
+    path: Path
+    model: Any
+    kept: str | None = None  # e.g. "Kept Ann (added) and Bob (removed) from another session's save"
+
+
+def save_model(model: Any, path: str | Path, attempts: int = 3) -> SavedModel:
+    """Save the model bundle (with its gallery) through the model's own atomic `save`.
+
+    When another session or command has saved a gallery change to that bundle since the model was loaded (a
+    person added there), both changes are kept: this model's people added or removed since are applied to the
+    gallery saved there, as long as the network is the same. Otherwise the save is refused (BundleChangedError).
+    """
+    from facelab.storage import BundleChangedError
+
+    kept: list[str] = []
+    for _ in range(attempts):
+        try:
+            return SavedModel(Path(model.save(path)), model, "; ".join(kept) or None)
+        except BundleChangedError:
+            since = getattr(model, "saved_gallery_", None)
+            if since is None or getattr(model, "gallery_", None) is None:
+                raise
+            model, note = _merged_with_saved(model, since, path)
+            kept += [note] if note else []
+    raise BadInputError(f"{path}: saved by others {attempts} times while this change was being saved; try again")
+
+
+def _merged_with_saved(model: Any, since: Any, path: str | Path) -> tuple[Any, str | None]:
+    """`model` with the gallery saved at `path` meanwhile plus this model's own changes since `since`."""
+    from facelab.registry import load_model
+    from facelab.storage import BundleChangedError
+
+    theirs = load_model(path)
+    ours, saved = model.keras_model_.get_weights(), theirs.keras_model_.get_weights()
+    if theirs.kind != model.kind or len(ours) != len(saved) or not all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(ours, saved)):
+        raise BundleChangedError(f"{path}: another model has been saved there since this one was loaded from it; "
+                                 "save this one under another name")
+    changed, removed = model.gallery_.changes_since(since)
+    their_changed, their_removed = theirs.gallery_.changes_since(since)
+    gallery = theirs.gallery_.copy(embed=model.gallery_.embed)
+    gallery.threshold, gallery.calibration = model.gallery_.threshold, model.gallery_.calibration
+    gallery.apply_changes(changed, removed)
+    merged = _with_gallery(model, gallery)
+    merged.origin_, merged.saved_gallery_ = theirs.origin_, theirs.gallery_
+    parts = [f"{n} ({'enrolled' if n not in since else 'more faces'})" for n in their_changed if n not in changed]
+    parts += [f"{n} (removed)" for n in their_removed if n not in changed]
+    kept = f"Kept {', '.join(parts)} from another session's save of this model" if parts else None
+    return merged, kept
 
 
 # ------------------------------------------------------------------------------------- fine-tuning

@@ -373,6 +373,22 @@ class Gallery:
             gallery.enrol_codes(name, codes[owners == i])
         return gallery
 
+    def changes_since(self, earlier: Gallery) -> tuple[dict[str, np.ndarray], list[str]]:
+        """What changed from `earlier` to this gallery: people added or enrolled again (with all their codes now),
+        and people removed."""
+        now, then = self._codes, earlier._codes
+        changed = {n: c for n, c in now.items() if n not in then or not np.array_equal(then[n], c)}
+        return changed, [n for n in then if n not in now]
+
+    def apply_changes(self, changed: dict[str, np.ndarray], removed: list[str]) -> None:
+        """Take over `changes_since` of another gallery of the same model: their codes replace a person's own."""
+        for codes in changed.values():
+            self._check_code_size(codes.shape[1])
+        with self._lock:
+            new = {n: changed.get(n, c) for n, c in self._codes.items() if n not in removed}
+            new.update({n: c for n, c in changed.items() if n not in new})
+            self._codes = new
+
     def copy(self, embed: Embed | None = None) -> Gallery:
         """An independent copy (own people and codes) sharing the embedding function, or using `embed`."""
         new = Gallery(embed if embed is not None else self.embed, self.metric, self.mode, self.k, self.threshold,

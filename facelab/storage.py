@@ -186,6 +186,10 @@ def release_bundle_folder(path: str | Path) -> None:
         pass
 
 
+class BundleChangedError(BadInputError):
+    """A save over a bundle that another session or command has saved since this model was loaded from it."""
+
+
 Origin = tuple[Path, str | None]  # (bundle folder, its save_id) a model was loaded from or last saved to
 
 
@@ -205,7 +209,7 @@ def _check_unchanged(folder: Path, origin: Origin | None) -> None:
     except BadInputError:
         return  # not a readable bundle any more: the save replaces nothing of value and says so elsewhere
     if now != origin[1]:
-        raise BadInputError(f"{folder}: saved by another session or command since this model was loaded from it "
+        raise BundleChangedError(f"{folder}: saved by another session or command since this model was loaded from it "
                             "(a person added or removed there?). Load it again from the Models page and repeat "
                             "the change, so that neither is lost")
 

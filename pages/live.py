@@ -112,13 +112,14 @@ else:
 
 
 
-def replace_model(new):
+def replace_model(new) -> str:
     """Save a model that replaces the chosen one (a person added or removed) over its bundle, put it in the
-    session under the same name and in the stream at once; returns the bundle's path."""
-    path = save_model(new, ui.save_target(name))
-    ui.add_model(name, new, path)
-    live.set_recognizer(new.recognizer(threshold), name)
-    return path
+    session under the same name and in the stream at once; returns where it was saved, and what another save made
+    there meanwhile kept."""
+    saved = save_model(new, ui.save_target(name))
+    ui.add_model(name, saved.model, saved.path)
+    live.set_recognizer(saved.model.recognizer(threshold), name)
+    return f"saved to {saved.path}." + (f" {saved.kept}." if saved.kept else "")
 
 
 # ------------------------------------------------------------------------------------ enrolment
@@ -207,8 +208,8 @@ if faces is not None and len(faces):
                 check_bundle_target(ui.model_dir() / ui.unique_name(f"{tune}-{check_name(person)}"))
             messages = []
             if gallery_model:
-                path = replace_model(add_person(model, person, chosen, config))
-                messages.append(f"Added {check_name(person)} ({len(chosen)} crops); saved to {path}.")
+                saved = replace_model(add_person(model, person, chosen, config))
+                messages.append(f"Added {check_name(person)} ({len(chosen)} crops); {saved}")
             if tune:
                 new_name = ui.unique_name(f"{tune}-{check_name(person)}")
                 job = start_fine_tune(classifiers[tune], split, person, chosen, save_as=ui.model_dir() / new_name)
@@ -258,8 +259,8 @@ if gallery_model:
                              "and the saved model is updated; adding them back needs their photos again.",
                              yes=f"Remove {gone}"):
         try:
-            path = replace_model(remove_person(model, gone))
-            ui.rerun_with_message("live.remove", f"Removed {gone}; saved to {path}.")
+            saved = replace_model(remove_person(model, gone))
+            ui.rerun_with_message("live.remove", f"Removed {gone}; {saved}")
         except FaceLabError as err:
             ui.show_error(err)
     ui.show_message("live.remove")

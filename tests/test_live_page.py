@@ -168,16 +168,23 @@ def test_add_a_person_from_photos_then_remove(webrtc, olivetti_model, olivetti_u
     at.camera_input(key="live.snapshot").upload("ada.jpg", jpeg(place_faces([faces[391]], side=200))).run()
     assert "**In the photo:** Ada" in [m.value for m in at.markdown]
 
+    # Meanwhile another session (or `python -m facelab enrol`) adds Zed to the same bundle.
+    from facelab.enrol import add_person, save_model
+    from facelab.registry import load_model
+
+    save_model(add_person(load_model(model_dir / "olivetti-ae"), "Zed", faces[380:383] / 255), model_dir / "olivetti-ae")
     at.selectbox(key="live.remove.name").set_value("Ada").run()
     at.button(key="live.remove").click().run()
     assert any("Remove Ada from" in w.value for w in at.warning)  # asked once more: nothing removed yet
     assert "Ada" in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names
     at.button(key="live.remove.yes").click().run()
-    assert not at.exception and any("Removed Ada" in s.value for s in at.success)
-    assert "Ada" not in at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names
-    from facelab.registry import load_model
-
-    assert "Ada" not in load_model(model_dir / "olivetti-ae").gallery_.names
+    said = [s.value for s in at.success]
+    assert not at.exception and any("Removed Ada" in s and "Kept Zed (enrolled) from another session" in s
+                                    for s in said), said
+    kept = at.session_state[ui.MODELS]["olivetti-ae"].gallery_.names
+    assert "Ada" not in kept and "Zed" in kept  # the session's model has the other save's person too
+    saved = load_model(model_dir / "olivetti-ae").gallery_.names
+    assert "Ada" not in saved and "Zed" in saved
 
 
 def test_newest_saved_bundle_is_the_default(webrtc, olivetti_model, model_dir):

@@ -283,10 +283,10 @@ def test_free_bundle_name_and_default_model_dir(tmp_path, monkeypatch):
     assert default_model_dir() == tmp_path / ".facelab" / "models"
 
 
-def test_two_sessions_enrolling_into_one_bundle_never_drop_a_change(tmp_path, synthetic):
+def test_two_sessions_enrolling_into_one_bundle_keep_both_changes(tmp_path, synthetic):
     # Two tabs (or a tab and `python -m facelab enrol`) hold the same bundle: the second save used to replace the
-    # first one's enrolment without a word.
-    from facelab.enrol import add_person, save_model
+    # first one's enrolment without a word, then was refused; now both people are kept.
+    from facelab.enrol import add_person, remove_person, save_model
     from facelab.registry import config_for, create_model
 
     model = create_model(config_for("ae-dense", epochs=1)).fit(split_dataset(synthetic, 4, 1, 0))
@@ -295,18 +295,31 @@ def test_two_sessions_enrolling_into_one_bundle_never_drop_a_change(tmp_path, sy
     faces = synthetic.images[:3]
     created = read_meta(path)["created"]
     time.sleep(1.1)  # dates have whole seconds
-    save_model(add_person(tab_a, "Ann", faces), path)
+    first = save_model(add_person(tab_a, "Ann", faces), path)
+    assert first.kept is None and first.path == path
     assert read_meta(path)["created"] == created != read_meta(path)["saved"]  # a person added: still that model
-    with pytest.raises(BadInputError, match="saved by another session or command since this model was loaded"):
-        save_model(add_person(tab_b, "Bob", faces), path)
-    assert "Ann" in read_meta(path)["names"] and "Bob" not in read_meta(path)["names"]
-    again = add_person(load_model(path), "Bob", faces)  # loaded again, the change goes through
-    save_model(again, path)
-    save_model(add_person(again, "Cy", faces), path)  # and the same session can go on saving
-    assert {"Ann", "Bob", "Cy"} <= set(read_meta(path)["names"])
+    second = save_model(add_person(tab_b, "Bob", synthetic.images[3:6]), path)
+    assert second.kept == "Kept Ann (enrolled) from another session's save of this model"
+    assert {"Ann", "Bob"} <= set(read_meta(path)["names"]) and {"Ann", "Bob"} <= set(second.model.gallery_.names)
+    on_disk = load_model(path).gallery_
+    np.testing.assert_array_equal(on_disk.changes_since(tab_a.gallery_)[0]["Ann"],
+                                  first.model.gallery_.changes_since(tab_a.gallery_)[0]["Ann"])  # Ann's own codes
+    # The first tab, not reloaded, removes Ann: Bob (saved by the other tab) stays.
+    third = save_model(remove_person(first.model, "Ann"), path)
+    assert "Bob (enrolled)" in third.kept
+    names = read_meta(path)["names"]
+    assert "Ann" not in names and "Bob" in names and set(third.model.gallery_.names) == set(names)
+    assert second.model.gallery_.names != names  # the second tab's own model is not changed behind its back
+    # The model that made the bundle, saved again: nothing of its own to add, everyone else's kept.
+    again = save_model(model, path)
+    assert set(read_meta(path)["names"]) == set(names) and "Bob (enrolled)" in again.kept
+    # Another network saved at that place meanwhile: its people are not this model's codes, so the save is refused.
+    other = create_model(config_for("ae-dense", epochs=1, seed=5)).fit(split_dataset(synthetic, 4, 1, 0))
+    save_bundle(path, other.keras_model_, {**read_meta(path)}, extras=other.gallery_.to_arrays())
+    with pytest.raises(storage.BundleChangedError, match="another model has been saved there"):
+        save_model(add_person(again.model, "Dee", faces), path)
     with pytest.raises(BadInputError, match="saved by another session"):
-        model.save(path)  # the model that made the bundle, saved again after the others' changes: refused too
-    assert "Cy" in read_meta(path)["names"]
+        again.model.save(path)  # the model's own save never merges: it refuses
 
 
 @pytest.mark.parametrize("failing_write", [1, 2])  # 1: the extras file, 2: meta.json (the commit point)
