@@ -384,7 +384,7 @@ class SavedModel:
 
     path: Path
     model: Any
-    kept: str | None = None  # e.g. "Kept Ann (added) and Bob (removed) from another session's save"
+    kept: str | None = None  # e.g. "Kept Ann (enrolled), Bob (removed) from another session's save of this model"
 
 
 def save_model(model: Any, path: str | Path, attempts: int = 3) -> SavedModel:

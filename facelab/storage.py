@@ -209,9 +209,9 @@ def _check_unchanged(folder: Path, origin: Origin | None) -> None:
     except BadInputError:
         return  # not a readable bundle any more: the save replaces nothing of value and says so elsewhere
     if now != origin[1]:
-        raise BundleChangedError(f"{folder}: saved by another session or command since this model was loaded from it "
-                            "(a person added or removed there?). Load it again from the Models page and repeat "
-                            "the change, so that neither is lost")
+        raise BundleChangedError(f"{folder}: saved by another session or command since this model was loaded from "
+                                 "it (a person added or removed there?). Load it again from the Models page and "
+                                 "repeat the change, so that neither is lost")
 
 
 def save_bundle(path: str | Path, keras_model, meta: dict, extras: dict[str, np.ndarray] | None = None,
