@@ -453,6 +453,8 @@ def load_zip(zip_path: str | Path, image_size: int = FACE_SIZE, progress: Progre
             entries = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
         try:
             return load_folder(root, image_size, source=f"zip {name}", progress=progress)
+        except FaceLabError as err:  # name the upload, not the temporary folder it was unpacked in
+            raise type(err)(str(err).replace(str(Path(tmp)), name)) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

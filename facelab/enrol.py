@@ -246,11 +246,12 @@ def check_collection_folder(folder: str | Path, names: list[str]) -> Path:
 
 
 def _folder_names(names: list[str]) -> dict[str, str]:
-    """A file-system-safe, unique sub-folder name per person (no separators, no leading dot)."""
+    """A file-system-safe, unique sub-folder name per person (no separators, no leading dot or "__")."""
     used: set[str] = set()
     out = {}
     for name in names:
         base = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .") or "person"
+        base = re.sub(r"^_{2,}", "_", base)  # the folder loader skips "__" folders (__MACOSX, __pycache__)
         candidate, n = base, 2
         while candidate.lower() in used:
             candidate, n = f"{base}_{n}", n + 1

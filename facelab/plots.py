@@ -240,21 +240,38 @@ def error_maps(errors: np.ndarray, captions: Sequence[str] | None = None, cols: 
     return fig
 
 
+PHOTO_PREVIEW_SIDE = 1280  # longer side of the picture sent to the browser; boxes are scaled with it
+
+
 def photo_with_boxes(img_bgr: np.ndarray, boxes: Sequence, labels: Sequence[str] | None = None,
                      colors: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
-    """A photo with a rectangle and a label per face; boxes have x, y, w, h (`facelab.preprocess.Box`)."""
+    """A photo with a rectangle and a label per face; boxes have x, y, w, h (`facelab.preprocess.Box`).
+
+    The photo goes to the browser as a JPEG of at most `PHOTO_PREVIEW_SIDE` pixels: as an array of pixel values a
+    24-megapixel photo made a JSON string too long for the browser ("RangeError: Invalid string length")."""
+    import base64
+
+    import cv2
+
     img = np.asarray(img_bgr)
-    rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img[:, :, 2::-1]
-    fig = go.Figure(go.Image(z=rgb, hoverinfo="skip"))
+    bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img[:, :, :3]
+    scale = min(1.0, PHOTO_PREVIEW_SIDE / max(bgr.shape[:2]))
+    if scale < 1:
+        size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    jpeg = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+    fig = go.Figure(go.Image(source="data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode(),
+                             hoverinfo="skip"))
     for i, box in enumerate(boxes):
         color = (colors[i] if colors else None) or PALETTE[i % len(PALETTE)]
-        fig.add_shape(type="rect", x0=box.x, y0=box.y, x1=box.x + box.w, y1=box.y + box.h,
+        x0, y0 = box.x * scale, box.y * scale
+        fig.add_shape(type="rect", x0=x0, y0=y0, x1=(box.x + box.w) * scale, y1=(box.y + box.h) * scale,
                       line=dict(color=color, width=3))
         if labels and i < len(labels):
-            fig.add_annotation(x=box.x, y=box.y, text=str(labels[i]), showarrow=False, xanchor="left",
+            fig.add_annotation(x=x0, y=y0, text=str(labels[i]), showarrow=False, xanchor="left",
                                yanchor="bottom", font=dict(color="white", size=12), bgcolor=color)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    height = int(min(640, max(240, img.shape[0] * min(1.0, 720 / max(img.shape[1], 1)))))
+    height = int(min(640, max(240, bgr.shape[0] * min(1.0, 720 / max(bgr.shape[1], 1)))))
     fig.update_layout(title=title, height=height + 40, **{**_LAYOUT, "margin": dict(l=5, r=5, t=40, b=5)})
     return fig

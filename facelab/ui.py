@@ -15,6 +15,8 @@ import hashlib
 import logging
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -266,25 +268,38 @@ def show_error(err: BaseException) -> None:
 # ------------------------------------------------------------------------------------------ loaders
 def load_spec(spec: str, _progress: Callable[[float, str], None] | None = None):
     """`facelab.data.load_dataset(spec)`, cached per spec and version of its files (the same for every user)."""
-    from facelab.data import source_version
+    from facelab.data import load_dataset, source_version
 
-    return _load_spec(spec, source_version(spec), _progress=_progress)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _load_spec(spec: str, version: str, _progress: Callable[[float, str], None] | None = None):
-    """`version` is only part of the cache key: a folder whose files changed loads again."""
-    from facelab.data import load_dataset
-
-    return load_dataset(spec, progress=_progress)
+    return _cached(("spec", spec, source_version(spec)), lambda: load_dataset(spec, progress=_progress))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
 def load_upload(name: str, data: bytes, _progress: Callable[[float, str], None] | None = None):
     """`facelab.data.load_upload`, cached by content."""
     from facelab.data import load_upload as load
 
-    return load(name, data, progress=_progress)
+    return _cached(("upload", name, hashlib.sha256(data).hexdigest()), lambda: load(name, data, progress=_progress))
+
+
+@st.cache_resource
+def _loaded_datasets() -> tuple[OrderedDict, threading.Lock]:
+    return OrderedDict(), threading.Lock()
+
+
+def _cached(key: tuple, load: Callable[[], Any], max_entries: int = 8) -> Any:
+    """A data set loaded once for every session, the least recently used dropped first. Not st.cache_data: it
+    replays the progress bar's updates on a cache hit, and a bar made outside the function cannot be replayed
+    (the second Load of a folder or zip failed with CacheReplayClosureError)."""
+    cache, lock = _loaded_datasets()
+    with lock:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    ds = load()
+    with lock:
+        cache[key] = ds
+        while len(cache) > max_entries:
+            cache.popitem(last=False)
+    return ds
 
 
 def load_with_progress(loader: Callable[..., Any], *args: Any):

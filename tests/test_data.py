@@ -368,3 +368,11 @@ def test_odd_zips_are_refused_with_a_message(olivetti_uint8, tmp_path):
         path.write_bytes(data)
         with pytest.raises(BadInputError, match=f"^{case}.zip: .*{message}"):
             load_dataset(str(path))
+
+
+def test_an_empty_zip_is_named_in_its_message(tmp_path):
+    path = tmp_path / "empty.zip"
+    path.write_bytes(_zip_of({}))
+    with pytest.raises(BadInputError, match=r"^empty.zip: no sub-folders") as err:
+        load_dataset(str(path))
+    assert "facelab-zip-" not in str(err.value)  # it named the temporary folder it was unpacked in

@@ -116,11 +116,29 @@ def test_photo_with_boxes(olivetti):
     img = np.zeros((200, 300, 3), np.uint8)
     img[:, :, 2] = 255  # red in BGR
     fig = plots.photo_with_boxes(img, [Box(10, 20, 64, 64), Box(150, 30, 50, 50)], ["person-01 0.93", "unknown"])
-    assert np.asarray(fig.data[0].z)[0, 0].tolist() == [255, 0, 0]  # shown as RGB
+    shown = _picture(fig)
+    assert shown.shape == (200, 300, 3) and np.abs(shown[100, 150].astype(int) - [0, 0, 255]).max() <= 3  # still red
     assert [(s.x0, s.y0, s.x1, s.y1) for s in fig.layout.shapes] == [(10, 20, 74, 84), (150, 30, 200, 80)]
     assert [a.text for a in fig.layout.annotations] == ["person-01 0.93", "unknown"]
     grey = plots.photo_with_boxes((olivetti.images[0] * 255).astype(np.uint8), [])
-    assert np.asarray(grey.data[0].z).shape == (64, 64, 3)
+    assert _picture(grey).shape == (64, 64, 3)
+    # A 24-megapixel photo is sent shrunk, its boxes with it (its pixel values as JSON broke the browser).
+    big = np.zeros((4000, 6000, 3), np.uint8)
+    fig = plots.photo_with_boxes(big, [Box(3000, 2000, 600, 600)], ["ann"])
+    assert _picture(fig).shape == (853, 1280, 3) and len(fig.data[0].source) < 200_000
+    scale = 1280 / 6000
+    assert (fig.layout.shapes[0].x0, fig.layout.shapes[0].x1) == pytest.approx((3000 * scale, 3600 * scale))
+    assert fig.layout.annotations[0].x == pytest.approx(3000 * scale)
+
+
+def _picture(fig) -> np.ndarray:
+    import base64
+
+    import cv2
+
+    source = fig.data[0].source
+    assert source.startswith("data:image/jpeg;base64,")
+    return cv2.imdecode(np.frombuffer(base64.b64decode(source.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
 
 
 def test_per_person_bar_sorted():
