@@ -526,7 +526,10 @@ def load_fer2013(csv_path: str | Path, image_size: int = FACE_SIZE) -> FaceDatas
     if len(np.unique(labels_arr)) < 2:
         raise BadInputError(f"{path.name}: needs at least 2 different expressions{first_skip}")
     usage_arr = np.asarray(usage)
-    if not (usage_arr == "test").any():
-        usage_arr = None  # no declared test part: fall back to the per-person split
-    return FaceDataset(np.stack(faces), labels_arr, list(FER_EMOTIONS), f"fer2013 {path.name}", skipped, usage_arr,
-                       label_kind="expression")
+    if not (usage_arr == "test").any() or not (usage_arr == "train").any():
+        usage_arr = None  # no declared test or training part: fall back to the per-person split
+    # Only the expressions that occur: an empty one made the smallest "person" 0 faces, so the split allowed 1
+    # training face per expression.
+    present = np.unique(labels_arr)
+    return FaceDataset(np.stack(faces), np.searchsorted(present, labels_arr), [FER_EMOTIONS[i] for i in present],
+                       f"fer2013 {path.name}", skipped, usage_arr, label_kind="expression")

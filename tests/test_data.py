@@ -257,7 +257,8 @@ def test_fer2013_csv_keeps_usage_split(olivetti_uint8, tmp_path):
     path = tmp_path / "fer.csv"
     path.write_text(text + bad_rows)
     ds = load_fer2013(path)
-    assert ds.names[:3] == ["angry", "disgust", "fear"] and len(ds.names) == 7
+    assert ds.names == ["angry", "disgust", "fear"]  # only the expressions it has (7 made the smallest one empty)
+    np.testing.assert_array_equal(ds.labels, np.arange(20) % 3)
     assert ds.label_plural == "expressions" and ds.subset(np.arange(3)).label_kind == "expression"  # not "people"
     assert len(ds.images) == 20 and ds.images.shape[1:] == (64, 64)
     reasons = [s.reason for s in ds.skipped]
@@ -267,6 +268,24 @@ def test_fer2013_csv_keeps_usage_split(olivetti_uint8, tmp_path):
     assert sum("pixel values outside 0-255" in r for r in reasons) == 2  # NaN and 300 are not clipped into faces
     split = split_dataset(ds)
     assert (len(split.train.images), len(split.val.images), len(split.test.images)) == (12, 4, 4)
+
+
+def test_fer2013_with_expressions_missing_or_no_training_rows_splits_per_expression(olivetti_uint8, tmp_path):
+    # A walk's CSV of 30 rows with two expressions and no test rows: the split offered 1 training face per
+    # expression (five empty ones counted as the smallest); one with only test rows loaded, then Train said
+    # "the training split is empty".
+    faces, _ = olivetti_uint8
+    rows = ["emotion,pixels,Usage"]
+    for i in range(30):
+        usage = "PrivateTest" if i >= 15 else "Training"
+        rows.append(f"{3 + i % 2},{' '.join(map(str, cv2.resize(faces[i], (48, 48)).ravel()))},{usage}")
+    for name, lines in (("notest.csv", rows[:16]), ("onlytest.csv", rows[:1] + rows[16:])):
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n")
+        ds = load_fer2013(path)
+        assert ds.names == ["happy", "sad"] and ds.usage is None
+        split = split_dataset(ds, train_per_person=5, val_per_person=1)
+        assert len(split.train.images) == 2 * 4 and len(split.test.images) == 15 - 10
 
 
 def test_fer2013_missing_columns_and_garbage(tmp_path):
