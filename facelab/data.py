@@ -282,6 +282,8 @@ def load_olivetti(data_dir: str | Path | None = None, image_size: int = FACE_SIZ
 def _olivetti_from_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(faces in [0, 1], person numbers) from faces.npy (+ labels.npy) or olivettifaces.mat; without labels, the
     file's order is 10 faces per person."""
+    if not folder.is_dir():
+        raise BadInputError(f"{folder}: no such folder" if not folder.exists() else f"{folder} is a file, not a folder")
     if (folder / "faces.npy").is_file():
         where = folder / "faces.npy"
         try:
@@ -327,6 +329,8 @@ def load_lfw(min_faces: int = 20, data_home: str | None = None, image_size: int 
     try:
         lfw = fetch_lfw_people(min_faces_per_person=min_faces, resize=1.0, data_home=data_home,
                                download_if_missing=download)
+    except ValueError:  # scikit-learn: "min_faces_per_person=100 is too restrictive"
+        raise BadInputError(f"LFW: fewer than 2 people have {min_faces} or more images here; lower the minimum") from None
     except OSError as err:
         raise FaceLabError(
             f"LFW is not in the local cache ({data_home or 'scikit-learn default'}) and could not be downloaded "

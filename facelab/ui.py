@@ -649,6 +649,10 @@ def compare_curves(histories: dict[str, dict[str, list[float]]], key: str) -> No
     metric = st.selectbox("Curve", curves, index=curves.index("val_loss") if "val_loss" in curves else 0,
                           key=f"{key}.curve")
     st.plotly_chart(plots.compare_curves(histories, metric), key=f"{key}.chart")
+    missing = [name for name, history in histories.items() if not history.get(metric)]
+    if missing:  # left out of the chart: say so, rather than let a model vanish from the legend
+        st.caption(f"No {metric} curve for {', '.join(missing)}"
+                   + (" (trained without validation faces)" if metric.startswith("val_") else "") + ".")
 
 
 def embedding_space(name: str, model: Any, ds: Any, embed: Callable[[np.ndarray], np.ndarray], what: str,

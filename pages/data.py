@@ -119,7 +119,8 @@ if source == SOURCES[0]:
     seed = c[2].number_input("seed", 0, 10_000, 0, key="data.syn_seed")
     spec = f"synthetic:people={people},per_person={per},seed={seed}"
 elif source == SOURCES[1]:
-    folder = st.text_input("Local folder (faces.npy + labels.npy or olivettifaces.mat); empty = scikit-learn's cache",
+    folder = st.text_input("Local folder (faces.npy + labels.npy or olivettifaces.mat); empty = $FACELAB_OLIVETTI_DIR, else "
+                           "scikit-learn's cache",
                            os.environ.get("FACELAB_OLIVETTI_DIR", ""), key="data.olivetti_dir")
     spec = f"olivetti:{folder.strip()}" if folder.strip() else "olivetti"
     st.caption(OLIVETTI_CREDIT)

@@ -369,6 +369,22 @@ def test_bad_uploads_show_messages(olivetti_ae):
     assert any("model.zip" in e and "not a FaceLab model export" in e for e in errors(at)), errors(at)
 
 
+def test_curves_compared_name_the_models_that_lack_the_chosen_curve(olivetti_ae):
+    # A walk compared three models, one trained without validation faces: it was silently missing from val_loss.
+    import copy
+
+    model, _ = olivetti_ae
+    no_val = copy.copy(model)
+    no_val.history_ = {"loss": list(model.history_["loss"])}
+    at = with_model(new_app(), "no-val", no_val)
+    at.session_state[ui.MODELS]["with-val"] = model
+    go(at, "pages/evaluate.py")
+    assert at.selectbox(key="evaluate.compare.curve").value == "val_loss"
+    assert "No val_loss curve for no-val (trained without validation faces)." in [c.value for c in at.caption]
+    at.selectbox(key="evaluate.compare.curve").set_value("loss").run()
+    assert not any(c.value.startswith("No loss curve") for c in at.caption)
+
+
 def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     model, split = olivetti_ae
     at = with_model(new_app(), "olivetti-ae", model)

@@ -337,6 +337,14 @@ def test_lfw_from_local_cache(olivetti_uint8, tmp_path, monkeypatch):
     assert ds.images.shape[1:] == (64, 64)
     monkeypatch.setenv("FACELAB_DATA_HOME", str(tmp_path))
     assert len(load_dataset("lfw:min_faces=2").names) == 3
+    # The Data page's slider goes to 100: said in words, not as "bad option in data spec ... too restrictive".
+    with pytest.raises(BadInputError, match="^LFW: fewer than 2 people have 100 or more images here; lower"):
+        load_dataset("lfw:min_faces=100")
+
+
+def test_an_olivetti_folder_that_does_not_exist_is_named_so(tmp_path):
+    with pytest.raises(BadInputError, match="nowhere: no such folder"):
+        load_dataset(f"olivetti:{tmp_path / 'nowhere'}")
 
 
 def test_lfw_offline_without_cache_is_a_clear_error(tmp_path):
