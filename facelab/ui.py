@@ -266,18 +266,18 @@ def show_error(err: BaseException) -> None:
 
 
 # ------------------------------------------------------------------------------------------ loaders
-def load_spec(spec: str, _progress: Callable[[float, str], None] | None = None):
+def load_spec(spec: str, progress: Callable[[float, str], None] | None = None):
     """`facelab.data.load_dataset(spec)`, cached per spec and version of its files (the same for every user)."""
     from facelab.data import load_dataset, source_version
 
-    return _cached(("spec", spec, source_version(spec)), lambda: load_dataset(spec, progress=_progress))
+    return _cached(("spec", spec, source_version(spec)), lambda: load_dataset(spec, progress=progress))
 
 
-def load_upload(name: str, data: bytes, _progress: Callable[[float, str], None] | None = None):
+def load_upload(name: str, data: bytes, progress: Callable[[float, str], None] | None = None):
     """`facelab.data.load_upload`, cached by content."""
     from facelab.data import load_upload as load
 
-    return _cached(("upload", name, hashlib.sha256(data).hexdigest()), lambda: load(name, data, progress=_progress))
+    return _cached(("upload", name, hashlib.sha256(data).hexdigest()), lambda: load(name, data, progress=progress))
 
 
 @st.cache_resource
@@ -310,7 +310,7 @@ def load_with_progress(loader: Callable[..., Any], *args: Any):
         bar.progress(min(max(fraction, 0.0), 1.0), text=f"Loading {item}")
 
     try:
-        return loader(*args, _progress=progress)
+        return loader(*args, progress=progress)
     except Exception as err:  # noqa: BLE001  a file from anywhere: a message (and the log), never a traceback
         show_error(err)
         return None
