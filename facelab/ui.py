@@ -406,7 +406,8 @@ def running_jobs() -> list[TrainingJob]:
 
 def training_lines() -> None:
     """A line per running training, redrawn every 2 s while one runs; a full rerun when it ends shows its model."""
-    st.fragment(_training_lines, run_every=2.0 if running_jobs() else None)([job.name for job in running_jobs()])
+    names = [job.name for job in running_jobs()]
+    st.fragment(_training_lines, run_every=2.0 if names else None)(names)
 
 
 def _training_lines(names_at_start: list[str]) -> None:
