@@ -261,6 +261,7 @@ def test_data_page_collects_two_people_from_the_webcam(app_url, chromium_path, o
             # Not the "collected" message: a capture-status tick in flight at the click can rerun the page at once
             # and take the message away (CI saw the crops added and no message). The counts below are the check.
             add = page.get_by_role("button", name=f"Add 3 crop(s) of {person}")
+            add.wait_for(timeout=60_000)  # drawn with the crops: before it is, "no Add button" means nothing
             for _ in range(3):
                 if add.count():
                     add.click(timeout=30_000)
