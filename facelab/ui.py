@@ -460,7 +460,9 @@ def split_form(ds: Any, key: str) -> Callable[[], Any]:
                           "the rest of each person's faces are the test set")
     with cols[1]:
         val = _count_slider("of which for validation", 0, k - 1, 1, kept(f"{key}.val"),
-                            "validation faces choose the best epoch; test faces are only for reporting")
+                            "validation faces choose the best epoch and give the validation curves; test faces are "
+                            "only for reporting. 0 trains on every training face for the preset's fixed epochs, as "
+                            "the benchmarks do: with few faces per person that is usually better")
     seed = cols[2].number_input("split seed", 0, 10_000, 0, key=kept(f"{key}.seed"))
     return lambda: split_dataset(ds, train_per_person=k, val_per_person=val, seed=int(seed))
 
@@ -565,14 +567,19 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
             show_error(err)
             return
         jobs()[page] = job
+        st.session_state[f"{page}.job_data"] = data_key(dataset())
         st.rerun()  # the whole app again, so that the sidebar's training line starts ticking
     if job is None:
         return
     if job.running:
         _live(job)
-    else:
-        collect(job)
-        _result(job)
+        return
+    collect(job)
+    if job.error and st.session_state.get(f"{page}.job_data") != data_key(dataset()):
+        # A failure on data loaded before is history, not something to fix on the data now loaded.
+        st.caption(f"The last training, {job.name}, on the data set loaded before, failed: {job.error}")
+        return
+    _result(job)
 
 
 @st.fragment(run_every=1.0)

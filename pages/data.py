@@ -98,7 +98,9 @@ def webcam_section() -> None:
                     yes=f"Remove {gone}"):
         collection.remove(gone)
         st.rerun()
-    with st.expander("Save the crops as a folder (one sub-folder per person; the Folder path source reads it)"):
+    # A key keeps the expander open across reruns that add or drop elements above it (the snapshot's Add button).
+    with st.expander("Save the crops as a folder (one sub-folder per person; the Folder path source reads it)",
+                     key="data.webcam.save_box"):
         folder = st.text_input("Folder (people already in it stay; each person is saved once)",
                                str(ui.model_dir().parent / "webcam-faces"), key="data.webcam.folder")
         if st.button("Save", key="data.webcam.save", icon=":material/save:"):

@@ -17,6 +17,13 @@ def _metric(metrics: dict, key: str) -> float | None:
     return round(float(value), 4) if storage.is_number(value) else None
 
 
+def _saved_as(path) -> str:
+    """Where a session model's bundle is, or says it was deleted (the model itself stays in the session)."""
+    if path is None:
+        return ""
+    return str(path) if storage.is_bundle(path) else f"{path} (deleted since; save it again)"
+
+
 st.subheader("Saved bundles")
 ui.show_message("models.delete")
 damaged: list[tuple[str, str]] = []
@@ -81,7 +88,7 @@ if not session:
 else:
     paths = ui.model_paths()
     ui.metrics_table([{"name": n, "kind": m.kind, HEADLINE["accuracy"]: _metric(m.metrics_, "accuracy"),
-                       "saved as": str(paths.get(n, ""))} for n, m in session.items()])
+                       "saved as": _saved_as(paths.get(n))} for n, m in session.items()])
     name = st.selectbox("Session model", list(session), key="models.session_model")
     if st.button("Save to the model folder", key="models.save", icon=":material/save:"):
         target = ui.save_target(name, anywhere=False)

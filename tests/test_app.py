@@ -278,6 +278,29 @@ def test_training_two_epochs_fills_curves_and_session():
     assert at.session_state["identify.test_seed"] == 1 and not at.exception
 
 
+def test_a_failed_training_stays_in_the_past_once_other_data_are_loaded():
+    from facelab.errors import FaceLabError
+
+    class Failing:
+        def fit(self, split, **_):
+            raise FaceLabError("the loss became NaN at epoch 1")
+
+    at = go(new_app(), "pages/data.py")
+    at.button(key="data.load").click().run()
+    go(at, "pages/train_gru.py")
+    with mock.patch("facelab.registry.create_model", return_value=Failing()):
+        at.button(key="gru.train").click().run()
+    assert at.session_state[ui.JOBS]["gru"].wait(30)
+    at.run()
+    assert any("NaN" in e for e in errors(at)), errors(at)
+    go(at, "pages/data.py")
+    at.slider(key="data.syn_people").set_value(5).run()
+    at.button(key="data.load").click().run()
+    go(at, "pages/train_gru.py")
+    assert not errors(at)  # an error about the data loaded before is not one to fix now
+    assert any("on the data set loaded before, failed: the loss became NaN" in c.value for c in at.caption)
+
+
 def test_stop_ends_training_and_keeps_the_model():
     at = go(new_app(), "pages/data.py")
     at.button(key="data.load").click().run()
@@ -416,6 +439,8 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     assert not at.exception and not (model_dir / "olivetti-ae").exists()
     assert any("No bundles" in i.value for i in at.info)
     assert any("Deleted olivetti-ae from the model folder" in s.value for s in at.success)  # said, not only gone
+    session_table = next(d.value for d in at.dataframe if "saved as" in d.value.columns)
+    assert session_table["saved as"].tolist() == [f"{model_dir / 'olivetti-ae'} (deleted since; save it again)"]
 
 
 def test_a_pending_delete_lapses_when_another_bundle_is_chosen(olivetti_ae, model_dir):
