@@ -194,18 +194,21 @@ def face_grid(faces: np.ndarray, captions: Sequence[str] | None = None, cols: in
 
 
 def people_grid(groups: Sequence[np.ndarray], names: Sequence[str], title: str | None = None) -> go.Figure:
-    """One row per person: each (n_i, S, S) group of faces captioned with its name, short rows left blank, so
+    """One row per person, named once at its left: each (n_i, S, S) group of faces, short rows left blank, so
     a person with fewer faces does not push the next one into their row."""
     rows = [(np.asarray(g, np.float32), name) for g, name in zip(groups, names) if len(g)]
     if not rows:
         raise ValueError("people_grid needs at least one face")
     cols, side = max(len(g) for g, _ in rows), rows[0][0].shape[1]
     blank = np.ones((side, side), np.float32)
-    faces, captions = [], []
-    for group, name in rows:
-        faces += [*group, *[blank] * (cols - len(group))]
-        captions += [name] * len(group) + [""] * (cols - len(group))
-    return face_grid(np.stack(faces), captions, cols, title)
+    faces = [face for group, _ in rows for face in (*group, *[blank] * (cols - len(group)))]
+    fig = face_grid(np.stack(faces), None, cols, title)
+    # A name under every face overlapped its neighbours' once the faces were small (800 px wide windows).
+    pad = 2
+    fig.update_yaxes(visible=True, showgrid=False, zeroline=False, ticks="",
+                     tickvals=[r * (side + pad) + side / 2 for r in range(len(rows))], ticktext=[n for _, n in rows])
+    fig.update_layout(margin=dict(l=5, r=5, t=40 if title else 5, b=5))
+    return fig
 
 
 def reconstruction_strip(originals: np.ndarray, reconstructions: np.ndarray,

@@ -164,13 +164,13 @@ if ds.skipped:
 
 left, right = st.columns([1, 2])
 left.dataframe(pd.DataFrame({ds.label_kind: list(ds.counts()), "images": list(ds.counts().values())}),
-               hide_index=True, height=360)
+               hide_index=True, height=240)
 with right:
     chosen = ui.pick_people(ds, f"{ds.label_plural.capitalize()} to show", 4, key="data.people")
     per_person = st.slider(f"faces per {ds.label_kind}", 1, 10, 8, key="data.grid_n")
-    groups = [ds.images[ds.first_per_person([name], per_person)] for name in chosen]
-    if any(len(g) for g in groups):
-        st.plotly_chart(plots.people_grid(groups, chosen), key="data.grid")
+groups = [ds.images[ds.first_per_person([name], per_person)] for name in chosen]
+if any(len(g) for g in groups):  # the page's full width: in the column, faces were a few pixels wide at 800 px
+    st.plotly_chart(plots.people_grid(groups, chosen), key="data.grid")
 
 st.subheader("Preprocessing preview")
 st.caption("Upload a photo: faces are detected (boxes), levelled by the eyes and cropped, then shrunk to the "
