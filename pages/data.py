@@ -98,7 +98,8 @@ def webcam_section() -> None:
                     yes=f"Remove {gone}"):
         collection.remove(gone)
         st.rerun()
-    # A key keeps the expander open across reruns that add or drop elements above it (the snapshot's Add button).
+    # A key keeps it open across reruns that add or drop an element above it (the "crops collected" message is
+    # shown once): without one, Streamlit drew it anew, collapsed, hiding what Save said.
     with st.expander("Save the crops as a folder (one sub-folder per person; the Folder path source reads it)",
                      key="data.webcam.save_box"):
         folder = st.text_input("Folder (people already in it stay; each person is saved once)",

@@ -1,6 +1,8 @@
 """Models: bundles in the model folder (load, delete, download, their training curves compared), upload a bundle,
 save session models."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from facelab import registry, storage, ui
@@ -17,7 +19,7 @@ def _metric(metrics: dict, key: str) -> float | None:
     return round(float(value), 4) if storage.is_number(value) else None
 
 
-def _saved_as(path) -> str:
+def _saved_as(path: Path | None) -> str:
     """Where a session model's bundle is, or says it was deleted (the model itself stays in the session)."""
     if path is None:
         return ""
