@@ -282,12 +282,11 @@ class FaceAutoencoder:
         validation faces of trained people calibrate (looser for strangers: see `fit`)."""
         c = self.config
         present = np.array(sorted(set(train.labels.tolist())), np.int64)
-        n = int(round(c.calibration_people * len(present)))
-        if c.calibration_people <= 0:
-            return np.zeros(0, np.int64)
-        if n < 2 or len(present) - n < 2 * n:
-            log.info("too few people (%d) for calibration strangers: the unknown-face threshold comes from "
-                     "validation faces of trained people, which is looser for strangers", len(present))
+        n = calibration_stranger_count(c.calibration_people, len(present))
+        if n == 0:
+            if c.calibration_people > 0:
+                log.info("too few people (%d) for calibration strangers: the unknown-face threshold comes from "
+                         "validation faces of trained people, which is looser for strangers", len(present))
             return np.zeros(0, np.int64)
         rng = np.random.default_rng(c.train.seed + 7919)
         return np.sort(rng.choice(present, n, replace=False))
@@ -523,6 +522,13 @@ class FaceAutoencoder:
     def _faces(self, faces) -> np.ndarray:
         """(N, S, S) float32 in [0, 1] at the model's size; other sizes and colour images are converted."""
         return as_faces(faces, self.config.image_size)
+
+
+def calibration_stranger_count(share: float, people: int) -> int:
+    """How many of `people` training people `fit` keeps out as calibration strangers for a `share` of them: 0 unless
+    that leaves at least 2 strangers and twice as many people to train on."""
+    n = int(round(share * people)) if share > 0 else 0
+    return n if n >= 2 and people - n >= 2 * n else 0
 
 
 def _concat(a: FaceDataset, b: FaceDataset) -> FaceDataset:

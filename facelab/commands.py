@@ -89,10 +89,23 @@ def _data_flags(p: argparse.ArgumentParser, train_default: int) -> None:
                    help=f"training images per person (default {train_default}); the rest are test images")
     p.add_argument("--val-per-person", type=int, default=None,
                    help="of those, images held out for validation (model selection, thresholds); default 0 for "
-                        "GRU classifiers (fixed epoch budget), 1 for autoencoders (threshold calibration)")
+                        "GRU classifiers (fixed epoch budget) and for autoencoders that keep people out of training "
+                        "to calibrate their threshold (ae-metric with 10 or more people), else 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="float16 compute on a GPU (memory growth is always on); no gain on a CPU")
+
+
+def default_val_per_person(kind: str, config: Any, people: int) -> int:
+    """Validation faces per person unless told: none where nothing needs them (as the benchmarks train), else 1.
+
+    GRU classifiers train for a fixed epoch budget; an autoencoder that keeps calibration strangers out of training
+    sets its threshold from them. Others calibrate their unknown-face threshold on validation faces."""
+    from facelab.autoencoder import calibration_stranger_count
+
+    if kind in CLASSIFIER_KINDS:
+        return 0
+    return 0 if calibration_stranger_count(getattr(config, "calibration_people", 0.0), people) else 1
 
 
 def _load_split(args: argparse.Namespace, kind: str, config=None):
@@ -101,7 +114,7 @@ def _load_split(args: argparse.Namespace, kind: str, config=None):
 
     size = getattr(config, "image_size", None) or args.size or FACE_SIZE
     ds = load_dataset(args.data, image_size=size)
-    val = args.val_per_person if args.val_per_person is not None else (0 if kind in CLASSIFIER_KINDS else 1)
+    val = args.val_per_person if args.val_per_person is not None else default_val_per_person(kind, config, ds.n_people)
     split = split_dataset(ds, train_per_person=args.train_per_person, val_per_person=val, seed=args.seed)
     for s in ds.skipped:
         log.warning("skipped %s: %s", s.path, s.reason)

@@ -244,3 +244,20 @@ def test_a_model_command_prints_its_message_without_backend_start_up_lines(tmp_p
     quiet = run("identify", str(tmp_path), str(tmp_path / "x.jpg"))
     assert quiet.returncode == 2
     assert quiet.stderr.splitlines() == [f"error: {tmp_path}: not a FaceLab model bundle (no meta.json)"]
+
+
+def test_validation_faces_by_default_only_where_something_needs_them(capsys):
+    from facelab.autoencoder import calibration_stranger_count
+    from facelab.commands import default_val_per_person
+    from facelab.registry import config_for
+
+    assert [calibration_stranger_count(0.2, n) for n in (40, 10, 9, 7)] == [8, 2, 2, 0]  # 7 people: 1 stranger
+    assert calibration_stranger_count(0.5, 6) == 0 and calibration_stranger_count(0.0, 40) == 0  # too few left
+    assert default_val_per_person("cnn-gru", config_for("cnn-gru"), 40) == 0  # a fixed epoch budget
+    assert default_val_per_person("ae-metric", config_for("ae-metric"), 40) == 0  # 8 calibration strangers
+    assert default_val_per_person("ae-metric", config_for("ae-metric"), 5) == 1  # too few people for them
+    assert default_val_per_person("ae-conv", config_for("ae-conv"), 40) == 1  # its threshold needs validation
+    assert main(["evaluate", "ae-metric", "--data", "synthetic:people=10,per_person=6", "--epochs", "1",
+                 "--json"]) == 0
+    out = _json(capsys)
+    assert out["val_per_person"] == 0 and out["n_train"] == 50  # every training face trained on or enrolled
