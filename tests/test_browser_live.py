@@ -288,7 +288,7 @@ def test_data_page_saves_snapshot_crops_as_a_folder(app_url, chromium_path, oliv
         type_into(page, "Person's name", "Ann")
         video = page.locator('[data-testid="stCameraInput"] video')
         for shot in (1, 2):
-            # A photo taken before the restarted camera plays is empty: wait as a person would for the picture.
+            # As a person would: the camera's picture first, then the photo.
             page.wait_for_function("v => v && v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle(
                 timeout=30_000), timeout=30_000)
             page.get_by_role("button", name="Take Photo").click(timeout=30_000)
