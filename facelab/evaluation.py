@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facelab.errors import FaceLabError
-from facelab.recognition import Identification
+from facelab.recognition import Identification, score_text
 
 
 def score_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str], k: int = 5) -> dict:
@@ -119,7 +119,7 @@ def check_answers(true_names: Sequence[str], answers: Sequence[Identification],
             captions.append(f"{truth}: unknown")
         elif answer.name == truth:
             outcome = "right"
-            captions.append(f"{truth} ✓ {answer.confidence:.3f}")
+            captions.append(f"{truth} ✓ {score_text(answer)}")  # not a bare number beside a distance slider
         else:
             outcome = "wrong"
             captions.append(f"{truth}\n✗ {answer.name}")

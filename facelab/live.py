@@ -69,12 +69,15 @@ class FaceResult:
     confidence: float
     known: bool
     top: list[tuple[str, float]] = field(default_factory=list)
+    distance: float | None = None  # a gallery's code distance to the nearest person (its threshold is one)
 
     def as_row(self) -> dict[str, Any]:
-        """A table row for the page."""
+        """A table row for the page: the figure the model's threshold is compared with, named for what it is."""
+        score = ({"distance": round(self.distance, 4)} if self.distance is not None
+                 else {"probability": round(self.confidence, 3)})
         return {
             "name": self.name,
-            "confidence": round(self.confidence, 3),
+            **score,
             "known": self.known,
             "x": self.box.x,
             "y": self.box.y,
@@ -176,8 +179,10 @@ def _majority(answers: deque[Identification], shown: str | None) -> Identificati
     name = shown if votes.get(shown) == top else next(a.name for a in reversed(answers) if votes[a.name] == top)
     chosen = [a for a in answers if a.name == name]
     confidence = float(np.mean([a.confidence for a in chosen]))
+    # A gallery's threshold is a distance: its nearest distance, averaged like the confidence, is what to show.
+    distance = [float(np.mean([a.distances[0] for a in chosen]))] if all(a.distances for a in chosen) else []
     # Known as the answers said: "face" (no model to name it) is not a known person either.
-    return Identification(name, confidence, chosen[-1].known, list(answers[-1].top))
+    return Identification(name, confidence, chosen[-1].known, list(answers[-1].top), distance)
 
 
 def box_overlap(a: Box, b: Box) -> float:
@@ -331,7 +336,8 @@ class LiveRecognizer:
         t3 = time.perf_counter()
         timings["identify"] = (t3 - t2) * 1e3
 
-        found = [FaceResult(box, i.name, float(i.confidence), bool(i.known), list(i.top)) for box, i in zip(boxes, ids)]
+        found = [FaceResult(box, i.name, float(i.confidence), bool(i.known), list(i.top),
+                            i.distances[0] if i.distances else None) for box, i in zip(boxes, ids)]
         with self._lock:  # reset_stats may clear the frame times from the page's thread
             fps = self._tick(t0)
         out = img_bgr

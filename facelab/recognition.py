@@ -27,6 +27,11 @@ class Identification:
     distances: list[float] = field(default_factory=list)
 
 
+def score_text(answer: Identification) -> str:
+    """The figure its threshold is compared with: "distance 0.0856" for a gallery, "p 0.990" for a classifier."""
+    return f"distance {answer.distances[0]:.4g}" if answer.distances else f"p {answer.confidence:.3f}"
+
+
 class Recognizer(Protocol):
     """Anything that names faces: a classifier with a probability threshold or an embedding gallery."""
 

@@ -25,7 +25,17 @@ from facelab.enrol import (
     remove_person,
 )
 from facelab.errors import BadInputError, FaceLabError
-from facelab.live import FACE_ONLY, STAGES, LiveConfig, LiveRecognizer, NameSmoother, box_overlap, identify_image, place_faces
+from facelab.live import (
+    FACE_ONLY,
+    STAGES,
+    FaceResult,
+    LiveConfig,
+    LiveRecognizer,
+    NameSmoother,
+    box_overlap,
+    identify_image,
+    place_faces,
+)
 from facelab.preprocess import Box
 from facelab.recognition import UNKNOWN, Identification
 
@@ -608,3 +618,16 @@ def test_already_known_counts_crops_named_as_someone_else():
     assert already_known(Fixed(), crops, "ada") == {"bo": 2, "cy": 1}
     assert already_known(Fixed(), crops, " bo ") == {"cy": 1}  # more crops of someone already known are fine
     assert already_known(Fixed(), crops[:0], "ada") == {}
+
+
+def test_a_gallery_face_shows_its_smoothed_distance_and_a_classifier_face_its_probability():
+    smoother = NameSmoother(window=3)
+    box = Box(0, 0, 100, 100)
+    for d in (0.02, 0.04, 0.09):  # the last frame's answer is another person: not counted for ann
+        name = "ann" if d < 0.05 else "bob"
+        (out,) = smoother.update([box], [Identification(name, 1 - d, True, [(name, 1 - d)], distances=[d])])
+    assert out.name == "ann" and out.distances == [pytest.approx(0.03)]
+    gallery_row = FaceResult(box, out.name, out.confidence, out.known, out.top, out.distances[0]).as_row()
+    assert gallery_row["distance"] == pytest.approx(0.03) and "probability" not in gallery_row
+    classifier_row = FaceResult(box, "ann", 0.93, True).as_row()
+    assert classifier_row["probability"] == 0.93 and "distance" not in classifier_row

@@ -226,7 +226,10 @@ def test_check_answers_and_samples_of_a_dataset():
     # eve is not known: "unknown" is her right answer, a name a false accept.
     assert check.outcomes == ["right", "wrong", "unknown", "right", "wrong"]
     assert (check.right, check.wrong, check.unknown) == (2, 2, 1)
-    assert check.captions[:3] == ["ann ✓ 0.900", "ann\n✗ bob", "bob: unknown"]
+    assert check.captions[:3] == ["ann ✓ p 0.900", "ann\n✗ bob", "bob: unknown"]
+    # A gallery's answer shows the distance its threshold is compared with, not a similarity.
+    gallery_answer = Identification("ann", 0.99, True, [("ann", 0.99)], distances=[0.0123])
+    assert check_answers(["ann"], [gallery_answer], ["ann"]).captions == ["ann ✓ distance 0.0123"]
     with pytest.raises(ValueError):
         check_answers(["ann"], answers, ["ann"])
 
