@@ -241,9 +241,13 @@ def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m
     # One sorted list, so loading a saved bundle into the session keeps the selection where it is.
     choices = sorted(set(session) | set(saved))
     active, newest = active_model_name(), next((b["name"] for b in bundles), None)
-    start = active if active in session else newest if newest in saved else choices[0]
+    # Else the session's newest model of the kind wanted (the active one may be of another kind), else a bundle.
+    start = active if active in session else next(reversed(session), newest if newest in saved else choices[0])
     name = st.selectbox(label, choices, index=choices.index(start), key=key,
                         format_func=lambda n: n if n in session else f"{n} (saved)",
+                        # Before the run, so the sidebar, drawn first, already names the model chosen (a page that
+                        # ends early never draws it again).
+                        on_change=lambda: st.session_state.update({ACTIVE_MODEL: st.session_state[key]}),
                         help="models of this session and bundles in the model folder; starts on the newest")
     if name not in session:
         try:
