@@ -51,8 +51,10 @@ class Calibration:
         text = (f"Calibrated threshold {self.threshold:.4g}: set for {self.far_target:.0%} false accepts, it accepted "
                 f"{self.far:.0%} of {self.impostors} faces of people the gallery does not know")
         if self._has_genuine:
-            text += f" and named {self.tar:.0%} of {self.genuine} validation faces of known people"
-        return text + "."
+            return text + f" and named {self.tar:.0%} of {self.genuine} validation faces of known people."
+        # Trained without validation faces: nothing measured the known side, so say so rather than seem complete.
+        return (text + ". With no validation faces, how many known faces it names was not measured: if it turns "
+                "known people away, raise the distance.")
 
     def few_known_advice(self, kind: str) -> str:
         """What to do when the threshold turns most known faces away (`names_few_known`), for a model `kind`."""

@@ -179,7 +179,10 @@ def test_calibration_describes_itself_and_flags_a_threshold_that_names_few_known
     assert cal.names_few_known
     assert not dataclasses.replace(cal, tar=0.85).names_few_known
     no_genuine = dataclasses.replace(cal, tar=math.nan, genuine=0)
-    assert not no_genuine.names_few_known and "known people" not in no_genuine.describe()
+    assert not no_genuine.names_few_known and "validation faces of known people" not in no_genuine.describe()
+    # Nothing measured the known side: said, with what to do if known people are turned away.
+    assert no_genuine.describe().endswith("how many known faces it names was not measured: if it turns known people "
+                                          "away, raise the distance.")
     assert "train it for more epochs" in cal.few_known_advice("ae-metric") and "30%" in cal.few_known_advice("ae-metric")
     assert "train `ae-metric`" in cal.few_known_advice("ae-conv")
 
