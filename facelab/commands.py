@@ -249,8 +249,9 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _identify_run(args: argparse.Namespace) -> int:
-    """Name every face in photos with a saved model ("unknown" below a classifier's probability threshold, or
-    beyond a gallery's distance threshold)."""
+    """Name every face in photos with a saved model, "unknown" past its threshold.
+
+    A classifier answers "unknown" below its probability threshold, a gallery beyond its distance threshold."""
     import numpy as np
 
     from facelab.images import read_image

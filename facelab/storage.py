@@ -395,6 +395,9 @@ def load_bundle(path: str | Path) -> Bundle:
             with np.load(extras_path, allow_pickle=False) as npz:
                 extras = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, zipfile.BadZipFile) as err:
+            if "pickle" in str(err):  # numpy's own advice, to load it unsafely, is not for a FaceLab user
+                raise BadInputError(f"{extras_path}: bundle extras hold pickled Python objects, which FaceLab never "
+                                    "loads (FaceLab does not write them: a file from elsewhere?)") from None
             raise BadInputError(f"{extras_path}: bundle extras could not be read ({err})") from None
     return Bundle(model, meta, extras, folder)
 
