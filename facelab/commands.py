@@ -116,6 +116,14 @@ def _load_split(args: argparse.Namespace, kind: str, config=None):
     ds = load_dataset(args.data, image_size=size)
     val = args.val_per_person if args.val_per_person is not None else default_val_per_person(kind, config, ds.n_people)
     split = split_dataset(ds, train_per_person=args.train_per_person, val_per_person=val, seed=args.seed)
+    if ds.usage is None and len(ds.images):  # split_dataset shortens what cannot be had: say so, not silently
+        fewest = min(ds.counts().values())
+        if args.train_per_person >= fewest:
+            log.warning("--train-per-person %d: the fewest faces a person has is %d, so such people keep one face for "
+                        "test and train on the rest", args.train_per_person, fewest)
+        if val and val >= min(args.train_per_person, fewest - 1):
+            log.warning("--val-per-person %d: each person keeps at least one face to train on, so %d faces validate "
+                        "and %d train", val, len(split.val.images), len(split.train.images))
     for s in ds.skipped:
         log.warning("skipped %s: %s", s.path, s.reason)
     return ds, split, val
@@ -159,6 +167,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=MODEL_KINDS, help="model kind")
     _data_flags(p, train_default=5)
     p.add_argument("--out", required=True, help="folder to save the model bundle in")
+    p.add_argument("--replace", action="store_true", help="replace the model bundle already in --out")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_config_flags(p)
 
@@ -166,11 +175,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train_run(args: argparse.Namespace) -> int:
     """Train a model kind on a data source and save it as a bundle."""
     from facelab.registry import create_model
-    from facelab.storage import check_bundle_target
+    from facelab.storage import check_bundle_target, is_bundle
 
     config = _config(args.kind, args)
     out = Path(args.out)
     check_bundle_target(out)  # before the training, not after it
+    if is_bundle(out) and not args.replace:  # a trained model is not lost to a reused command line
+        raise BadInputError(f"{out} already holds a model bundle: pass --replace to replace it, or another --out")
     ds, split, val = _load_split(args, args.kind, config)
     model = create_model(config)
     seconds = _fit(model, split, args.verbose, args.mixed_precision)

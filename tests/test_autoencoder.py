@@ -254,3 +254,10 @@ def test_cli_trains_saves_and_evaluates_an_autoencoder(olivetti_dir, tmp_path, c
     assert again["recon_mse"] == pytest.approx(trained["recon_mse"], rel=1e-4)
     assert main(["evaluate", str(tmp_path / "m"), "--data", data]) == 0
     assert "the saved bundle (3 epochs)" in capsys.readouterr().out  # not "trained in 0 s"
+    # The same command line again does not replace the trained model unasked.
+    before = (tmp_path / "m" / "meta.json").read_bytes()
+    assert main(["train", "ae-dense", "--data", data, "--epochs", "1", "--out", str(tmp_path / "m")]) == 2
+    assert "already holds a model bundle: pass --replace" in capsys.readouterr().err
+    assert (tmp_path / "m" / "meta.json").read_bytes() == before
+    assert main(["train", "ae-dense", "--data", data, "--epochs", "1", "--out", str(tmp_path / "m"), "--replace"]) == 0
+    assert "(1 epoch)" in capsys.readouterr().out and (tmp_path / "m" / "meta.json").read_bytes() != before

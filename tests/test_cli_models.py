@@ -261,3 +261,13 @@ def test_validation_faces_by_default_only_where_something_needs_them(capsys):
                  "--json"]) == 0
     out = _json(capsys)
     assert out["val_per_person"] == 0 and out["n_train"] == 50  # every training face trained on or enrolled
+
+
+def test_split_flags_that_ask_for_more_faces_than_there_are_are_named(capsys, caplog):
+    data = "synthetic:people=3,per_person=6"
+    assert main(["evaluate", "gru", "--data", data, "--train-per-person", "20", "--val-per-person", "25",
+                 "--epochs", "1", "--units", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_test"] == 3  # one face per person kept for test
+    assert "--train-per-person 20: the fewest faces a person has is 6" in caplog.text  # warnings: on stderr
+    assert "--val-per-person 25: each person keeps at least one face to train on, so 12 faces validate and 3 train" \
+        in caplog.text
