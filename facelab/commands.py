@@ -266,7 +266,7 @@ def _identify_run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from facelab.images import read_image
-    from facelab.preprocess import FaceDetector, faces_in_image
+    from facelab.preprocess import FaceDetector, faces_left_to_right
     from facelab.registry import load_model
 
     model = load_model(args.bundle)
@@ -282,7 +282,7 @@ def _identify_run(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             results.append({"image": name, "error": str(err), "faces": []})
             continue
-        found = faces_in_image(img, detector, size)
+        found = faces_left_to_right(img, detector, size)
         answers = recognizer.identify(np.stack([f.face for f in found])) if found else []
         # A gallery also gives the code distance, which its threshold is compared with.
         faces = [{"box": f.box.as_dict(), "name": a.name, "probability": round(float(a.confidence), 4),

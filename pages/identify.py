@@ -11,7 +11,7 @@ from facelab.enrol import EnrolConfig
 from facelab.errors import FaceLabError
 from facelab.evaluation import check_answers
 from facelab.images import read_image
-from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_in_image
+from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_left_to_right
 
 st.title("Identify")
 name, model = ui.pick_model("Model that answers", "identify.model", lambda m: hasattr(m, "recognizer"),
@@ -55,7 +55,7 @@ for photo in photos or []:
     st.markdown(f"**{photo.name}**")
     try:
         img = read_image(photo.getvalue(), name=photo.name)
-        found = sorted(faces_in_image(img, detector), key=lambda f: f.box.x)  # numbered left to right
+        found = faces_left_to_right(img, detector)
         if not found:
             st.warning(f"{photo.name}: no face found. Faces need to be frontal and at least 40 pixels wide.")
             continue

@@ -14,6 +14,7 @@ from facelab.preprocess import (
     augment_faces,
     extract_faces,
     faces_in_image,
+    faces_left_to_right,
     inference_views,
     to_face,
     zoom_faces,
@@ -117,6 +118,16 @@ def test_faces_in_image_uses_crops_whole_and_searches_photos(olivetti_uint8):
     photo = faces_in_image(photo_with_faces([faces[0], faces[20]], width=480), detector)
     assert len(photo) == 2 and all(f.box.w > 100 for f in photo)
     assert faces_in_image(np.full((240, 320, 3), 128, np.uint8), detector) == []
+
+
+def test_faces_are_numbered_left_to_right_whatever_their_size(olivetti_uint8):
+    faces, _ = olivetti_uint8
+    photo = np.full((300, 520, 3), 128, np.uint8)
+    photo[90:210, 20:140] = cv2.cvtColor(cv2.resize(faces[0], (120, 120)), cv2.COLOR_GRAY2BGR)  # small, left
+    photo[30:270, 260:500] = cv2.cvtColor(cv2.resize(faces[20], (240, 240)), cv2.COLOR_GRAY2BGR)  # large, right
+    detector = FaceDetector()
+    assert [f.box.x > 200 for f in faces_in_image(photo, detector)] == [True, False]  # largest first
+    assert [f.box.x > 200 for f in faces_left_to_right(photo, detector)] == [False, True]
 
 
 def test_faces_that_fill_or_touch_the_photo_are_found(olivetti_uint8):
