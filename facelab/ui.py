@@ -245,9 +245,6 @@ def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m
     start = active if active in session else next(reversed(session), newest if newest in saved else choices[0])
     name = st.selectbox(label, choices, index=choices.index(start), key=key,
                         format_func=lambda n: n if n in session else f"{n} (saved)",
-                        # Before the run, so the sidebar, drawn first, already names the model chosen (a page that
-                        # ends early never draws it again).
-                        on_change=lambda: st.session_state.update({ACTIVE_MODEL: st.session_state[key]}),
                         help="models of this session and bundles in the model folder; starts on the newest")
     if name not in session:
         try:
