@@ -50,6 +50,7 @@ else:
         try:
             with st.spinner(f"Loading {chosen} (safe mode)..."):
                 ui.add_model(chosen, registry.load_model(path), path)
+            st.session_state["models.session_model"] = chosen  # the session section below starts on it too
             st.success(f"Loaded {chosen}; it is now the active model.")
         except FaceLabError as err:
             ui.show_error(err)

@@ -423,8 +423,11 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     assert saved["test accuracy"] == pytest.approx(100 * model.metrics_["accuracy"], abs=1e-2)  # in percent
     assert saved["PSNR (dB)"] == pytest.approx(model.metrics_["recon_psnr"], abs=1e-4)
     assert at.dataframe[0].proto.placeholder == "–"  # a figure a model lacks is a dash, not a grey "None"
+    at.session_state[ui.MODELS] = {"other": model}  # the session's own model comes first in its section
+    at.run()
     at.button(key="models.load").click().run()
     assert not at.exception and not errors(at)
+    assert at.selectbox(key="models.session_model").value == "olivetti-ae"  # the session section follows the Load
     loaded = at.session_state[ui.MODELS]["olivetti-ae"]
     assert loaded is not model
     np.testing.assert_allclose(loaded.embed(split.test.images[:8]), model.embed(split.test.images[:8]), atol=1e-5)
@@ -440,7 +443,7 @@ def test_models_page_save_and_load_round_trip(olivetti_ae, model_dir):
     assert any("No bundles" in i.value for i in at.info)
     assert any("Deleted olivetti-ae from the model folder" in s.value for s in at.success)  # said, not only gone
     session_table = next(d.value for d in at.dataframe if "saved as" in d.value.columns)
-    assert session_table["saved as"].tolist() == [f"{model_dir / 'olivetti-ae'} (deleted since; save it again)"]
+    assert session_table["saved as"].tolist() == ["", f"{model_dir / 'olivetti-ae'} (deleted since; save it again)"]
 
 
 def test_a_pending_delete_lapses_when_another_bundle_is_chosen(olivetti_ae, model_dir):
