@@ -147,6 +147,9 @@ def mosaic(faces: np.ndarray, cols: int = 8, pad: int = 2, fill: float = 1.0) ->
     return out
 
 
+GRID_PAD = 2  # pixels between the faces of a mosaic; captions and row labels are placed with it
+
+
 def _image_figure(img: np.ndarray, colorscale: str | None, zmax: float, height: int | None) -> go.Figure:
     if colorscale is None:
         rgb = (np.clip(img, 0, 1) * 255).astype(np.uint8)
@@ -186,9 +189,8 @@ def face_grid(faces: np.ndarray, captions: Sequence[str] | None = None, cols: in
     if faces.ndim != 3 or len(faces) == 0:
         raise ValueError(f"face_grid needs (N, S, S) faces with N >= 1; got shape {faces.shape}")
     cols = max(1, min(cols, len(faces)))
-    pad = 2
-    fig = _image_figure(mosaic(faces, cols, pad), None, 1.0, None)
-    _caption(fig, captions, len(faces), cols, faces.shape[1], pad, colors)
+    fig = _image_figure(mosaic(faces, cols, GRID_PAD), None, 1.0, None)
+    _caption(fig, captions, len(faces), cols, faces.shape[1], GRID_PAD, colors)
     fig.update_layout(title=title)
     return fig
 
@@ -204,9 +206,8 @@ def people_grid(groups: Sequence[np.ndarray], names: Sequence[str], title: str |
     faces = [face for group, _ in rows for face in (*group, *[blank] * (cols - len(group)))]
     fig = face_grid(np.stack(faces), None, cols, title)
     # A name under every face overlapped its neighbours' once the faces were small (800 px wide windows).
-    pad = 2
     fig.update_yaxes(visible=True, showgrid=False, zeroline=False, ticks="",
-                     tickvals=[r * (side + pad) + side / 2 for r in range(len(rows))], ticktext=[n for _, n in rows])
+                     tickvals=[r * (side + GRID_PAD) + side / 2 for r in range(len(rows))], ticktext=[n for _, n in rows])
     fig.update_layout(margin=dict(l=5, r=5, t=40 if title else 5, b=5))
     return fig
 
@@ -220,10 +221,9 @@ def reconstruction_strip(originals: np.ndarray, reconstructions: np.ndarray,
         raise ValueError(f"originals and reconstructions must be equal (N, S, S); got {originals.shape} "
                          f"and {reconstructions.shape}")
     n, side = len(originals), originals.shape[1]
-    pad = 2
-    fig = _image_figure(mosaic(np.concatenate([originals, reconstructions]), n, pad), None, 1.0, None)
+    fig = _image_figure(mosaic(np.concatenate([originals, reconstructions]), n, GRID_PAD), None, 1.0, None)
     if scores is not None:
-        _caption(fig, [""] * n + [f"{s:.1f} dB" for s in scores], 2 * n, n, side, pad)
+        _caption(fig, [""] * n + [f"{s:.1f} dB" for s in scores], 2 * n, n, side, GRID_PAD)
     fig.update_layout(title=title)
     return fig
 
@@ -235,10 +235,9 @@ def error_maps(errors: np.ndarray, captions: Sequence[str] | None = None, cols: 
     if errors.ndim != 3 or len(errors) == 0:
         raise ValueError(f"error_maps needs (N, S, S) errors; got shape {errors.shape}")
     cols = max(1, min(cols, len(errors)))
-    pad = 2
     zmax = float(max(np.percentile(errors, 99.5), 1e-6))
-    fig = _image_figure(mosaic(errors, cols, pad, fill=0.0), "Inferno", zmax, None)
-    _caption(fig, captions, len(errors), cols, errors.shape[1], pad)
+    fig = _image_figure(mosaic(errors, cols, GRID_PAD, fill=0.0), "Inferno", zmax, None)
+    _caption(fig, captions, len(errors), cols, errors.shape[1], GRID_PAD)
     fig.update_layout(title=title)
     return fig
 
