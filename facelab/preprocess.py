@@ -198,14 +198,39 @@ def align_face(img: np.ndarray, box: Box, detector: FaceDetector | None = None, 
                 angle = 0.0
     side = max(box.w, box.h) * scale
     cx, cy = box.x + box.w / 2, box.y + box.h / 2 + shift_y * box.h
-    # One affine warp does rotation, crop and resize, so no intermediate image is made.
     zoom = size / side
+    if zoom < 1:
+        grey, cx, cy = _shrunk_around(grey, cx, cy, side, zoom)
+        zoom = 1.0
+    # One affine warp does rotation, crop and (for a small face) enlargement.
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
     matrix[0, 2] += size / 2 - cx
     matrix[1, 2] += size / 2 - cy
-    crop = cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return crop.astype(np.float32) / 255.0, angle != 0.0
+
+
+def _shrunk_around(grey: np.ndarray, cx: float, cy: float, side: float, zoom: float) -> tuple[np.ndarray, float, float]:
+    """The square around (cx, cy) that holds a crop of `side` at any rotation, shrunk by `zoom` with area
+    averaging (edges repeated past the image), and the centre in it.
+
+    warpAffine has no area interpolation (INTER_AREA is bilinear there): shrinking a large face in the warp
+    aliased its texture. On validation faces pasted into photos (Olivetti, cnn-gru, training side only), shrinking
+    first named 85.8% instead of 81.7% at 180 px.
+    """
+    half = int(math.ceil(side * 0.75)) + 1  # > side / sqrt(2): a crop turned 45 degrees stays inside
+    x0, y0 = int(math.floor(cx)) - half, int(math.floor(cy)) - half
+    height, width = grey.shape[:2]
+    inside = grey[max(0, y0): max(0, min(height, y0 + 2 * half)), max(0, x0): max(0, min(width, x0 + 2 * half))]
+    if inside.size == 0:  # a box wholly outside the image: nothing to shrink
+        return grey, cx, cy
+    top, left = max(0, -y0), max(0, -x0)
+    region = cv2.copyMakeBorder(inside, top, 2 * half - top - inside.shape[0], left, 2 * half - left - inside.shape[1],
+                                cv2.BORDER_REPLICATE)
+    small = cv2.resize(region, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA)
+    # Pixel centres: source x maps to (x + 0.5) * ratio - 0.5 in the shrunk copy.
+    ratio_x, ratio_y = small.shape[1] / region.shape[1], small.shape[0] / region.shape[0]
+    return small, (cx - x0 + 0.5) * ratio_x - 0.5, (cy - y0 + 0.5) * ratio_y - 0.5
 
 
 # An image whose sides are both at most this many pixels is a face crop (AT&T's 92x112, Olivetti's 64x64):

@@ -79,6 +79,25 @@ def test_alignment_levels_a_tilted_face(olivetti_uint8):
     assert score(face) > score(plain)
 
 
+def test_a_large_face_is_averaged_down_not_aliased():
+    # A 1-pixel checkerboard shrunk 4x must come out flat grey; sampling it (bilinear) gives stripes instead.
+    board = ((np.indices((400, 400)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    face, _ = align_face(board, Box(50, 50, 300, 300), None)
+    assert face.shape == (64, 64)
+    assert abs(face.mean() - 0.5) < 0.02 and face.std() < 0.05
+
+
+def test_crop_framing_is_the_same_shrunk_or_not(olivetti_uint8):
+    # The same photo at two sizes gives the same crop: shrinking first keeps the crop where it was.
+    faces, _ = olivetti_uint8
+    photo = photo_with_faces([faces[3]], width=400, height=400, face_px=200)
+    box = Box(120, 110, 160, 160)
+    small_photo = cv2.resize(photo, (100, 100), interpolation=cv2.INTER_AREA)
+    large, _ = align_face(photo, box, None)
+    small, _ = align_face(small_photo, Box(30, 27, 40, 40), None)  # enlarged in the warp, never shrunk
+    assert np.corrcoef(large.ravel(), small.ravel())[0, 1] > 0.97
+
+
 def test_box_scaling():
     assert Box(10, 20, 30, 40).scaled(2) == Box(20, 40, 60, 80)
 
