@@ -16,7 +16,7 @@ if other_data:  # on the page, not in the expander: the embedding space below is
     st.warning(f"{name} was trained on {model.data_source_}; the active data set is {ds.source}.")
 if ds is not None:
     with st.expander("Evaluate on the active data set", expanded=not model.metrics_):
-        make_split = ui.split_form(ds, key="evaluate.split")
+        make_split = ui.split_form(ds, key="evaluate.split", validation=False)
         st.caption("Use the split the model was trained with (same K and seed), or its training faces count as test.")
         if st.button("Evaluate", key="evaluate.run", type="primary"):
             try:

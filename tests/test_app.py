@@ -526,6 +526,8 @@ def test_pages_with_data_and_a_model(olivetti_ae, olivetti):
             faces = olivetti.images[olivetti.first_per_person(olivetti.names[:3], 4)]
             psnr = psnr_per_image(faces, model.reconstruct(faces)).mean()
             assert any(c.value.startswith(f"Mean PSNR {psnr:.2f} dB") for c in at.caption), psnr
+    # Which faces are test depends only on K and the seed: no validation slider to puzzle over.
+    assert [s.label for s in at.slider] == ["training faces per person (K)"]
     before = model.metrics_
     at.button(key="evaluate.run").click().run()
     assert not at.exception and model.metrics_ is not before  # evaluated again, on this page's split

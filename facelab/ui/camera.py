@@ -25,12 +25,10 @@ def camera_stream(key: str, on_frame: Callable, rtc: dict[str, Any]) -> bool:
     return bool(ctx.state.playing)
 
 
-
 def capture_caption(capture: Any) -> None:
     """How far an enrolment `FaceCapture` is, and why frames were not used (e.g. "12x no face found")."""
     st.caption(f"Captured {capture.count}/{capture.config.n_faces} crops from {capture.frames()} frames"
                + capture.refused_text())
-
 
 
 def capture_progress(capture: Any, shown_key: str) -> None:
@@ -44,12 +42,10 @@ def capture_progress(capture: Any, shown_key: str) -> None:
         st.rerun()
 
 
-
 def mark_capture_shown(capture: Any, shown_key: str) -> None:
     """Called by the full run that draws a finished capture's crops, so `capture_progress` stops rerunning."""
     if capture is not None and capture.done:
         st.session_state[shown_key] = capture
-
 
 
 def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None) -> list[int]:

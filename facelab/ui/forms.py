@@ -43,7 +43,6 @@ def config_form(config: Any, key: str, skip: tuple[str, ...] = (), columns: int 
         st.stop()
 
 
-
 def _field_widget(spec: Any, current: Any, key: str) -> Any:
     """The widget for one `ConfigField`: select for choices, checkbox, slider (log scale if marked), text."""
     label = spec.name.replace("_", " ")
@@ -81,9 +80,8 @@ def _field_widget(spec: Any, current: Any, key: str) -> Any:
     return st.text_input(label, "" if current is None else str(current), key=key, help=help_)
 
 
-
-def split_form(ds: Any, key: str) -> Callable[[], Any]:
-    """Sliders for the per-person split (K training faces, of which some validate; the rest test).
+def split_form(ds: Any, key: str, validation: bool = True) -> Callable[[], Any]:
+    """Sliders for the per-person split (K training faces, of which some validate when `validation`; the rest test).
 
     Returns a function that makes the `DataSplit` when called (when Train is pressed).
     """
@@ -94,18 +92,20 @@ def split_form(ds: Any, key: str) -> Callable[[], Any]:
         return lambda: split_dataset(ds)
     fewest = min(ds.counts().values())
     key = f"{key}.{data_key(ds)}"  # another data set has other limits: its sliders start afresh
-    cols = st.columns(3)
-    with cols[0]:
+    cols = iter(st.columns(3 if validation else 2))
+    with next(cols):
         k = _count_slider("training faces per person (K)", 1, fewest - 1, 5, kept(f"{key}.k"),
                           "the rest of each person's faces are the test set")
-    with cols[1]:
-        val = _count_slider("of which for validation", 0, k - 1, 1, kept(f"{key}.val"),
-                            "validation faces choose the best epoch and give the validation curves; test faces are "
-                            "only for reporting. 0 trains on every training face for the preset's fixed epochs, as "
-                            "the benchmarks do (for ae-metric on Olivetti that named more validation faces rightly)")
-    seed = cols[2].number_input("split seed", 0, 10_000, 0, key=kept(f"{key}.seed"))
+    val = 0  # which faces are test depends only on K and the seed
+    if validation:
+        with next(cols):
+            val = _count_slider("of which for validation", 0, k - 1, 1, kept(f"{key}.val"),
+                                "validation faces choose the best epoch and give the validation curves; test faces "
+                                "are only for reporting. 0 trains on every training face for the preset's fixed "
+                                "epochs, as the benchmarks do (for ae-metric on Olivetti that named more validation "
+                                "faces rightly)")
+    seed = next(cols).number_input("split seed", 0, 10_000, 0, key=kept(f"{key}.seed"))
     return lambda: split_dataset(ds, train_per_person=k, val_per_person=val, seed=int(seed))
-
 
 
 def _count_slider(label: str, lo: int, hi: int, preferred: int, key: str, help_: str) -> int:

@@ -20,7 +20,6 @@ def load_spec(spec: str, progress: Callable[[float, str], None] | None = None):
     return _cached(("spec", spec, source_version(spec)), lambda: load_dataset(spec, progress=progress))
 
 
-
 def load_upload(name: str, data: bytes, progress: Callable[[float, str], None] | None = None):
     """`facelab.data.load_upload`, cached by content."""
     from facelab.data import load_upload as load
@@ -28,11 +27,9 @@ def load_upload(name: str, data: bytes, progress: Callable[[float, str], None] |
     return _cached(("upload", name, hashlib.sha256(data).hexdigest()), lambda: load(name, data, progress=progress))
 
 
-
 @st.cache_resource
 def _loaded_datasets() -> tuple[OrderedDict, threading.Lock]:
     return OrderedDict(), threading.Lock()
-
 
 
 def _cached(key: tuple, load: Callable[[], Any], max_entries: int = 8) -> Any:
@@ -52,7 +49,6 @@ def _cached(key: tuple, load: Callable[[], Any], max_entries: int = 8) -> Any:
     return ds
 
 
-
 def load_with_progress(loader: Callable[..., Any], *args: Any):
     """Run a cached loader with a progress bar (folders and zips report per file); errors become messages."""
     bar = st.progress(0.0, text="Loading faces...")
@@ -67,7 +63,6 @@ def load_with_progress(loader: Callable[..., Any], *args: Any):
         return None
     finally:
         bar.empty()
-
 
 
 @st.cache_data(show_spinner=False, ttl=600)

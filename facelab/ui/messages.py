@@ -22,7 +22,6 @@ def show_error(err: BaseException) -> None:
         st.error(f"Something went wrong: {type(err).__name__}: {err}", icon=":material/error:")
 
 
-
 def rerun_with_message(place: str, text: str, forget: str | None = None, error: bool = False) -> None:
     """Rerun the page at once, so nothing the action changed is left drawn stale (crops that were just added,
     a person just removed), and show `text` (a success, or an error) where the page calls `show_message(place)`.
@@ -34,7 +33,6 @@ def rerun_with_message(place: str, text: str, forget: str | None = None, error: 
     st.rerun()
 
 
-
 def show_message(place: str) -> None:
     """The message `rerun_with_message` left for this place, once."""
     message = st.session_state.get(DONE_MESSAGE)
@@ -43,11 +41,9 @@ def show_message(place: str) -> None:
         (st.error if message[2] else st.success)(message[1])
 
 
-
 def ask_confirmation(key: str, item: str) -> None:
     """Start asking whether to go ahead with the action `key` on `item` (see `confirmed`)."""
     st.session_state[f"{key}.pending"] = item
-
 
 
 def confirmed(key: str, item: str, question: str, yes: str) -> bool:

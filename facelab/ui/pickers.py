@@ -33,7 +33,6 @@ def pick_people(ds: Any, label: str, n_default: int, key: str) -> list[str]:
     return st.multiselect(label, ds.names, default=ds.names[: min(n_default, ds.n_people)], key=f"{key}.{data_key(ds)}")
 
 
-
 def require_dataset():
     """The active dataset; without one, a hint with a link to the Data page and the page stops here."""
     ds = dataset()
@@ -42,7 +41,6 @@ def require_dataset():
         st.page_link(PAGE_DATA, label="Go to Data", icon=":material/database:")
         st.stop()
     return ds
-
 
 
 def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str = "model",
@@ -58,7 +56,6 @@ def require_models(predicate: Callable[[Any], bool] = lambda m: True, what: str 
             col.page_link(page, label=labels[page], icon=icon)
         st.stop()
     return found
-
 
 
 def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m: True, what: str = "model",
@@ -91,7 +88,6 @@ def pick_model(label: str, key: str, predicate: Callable[[Any], bool] = lambda m
             st.stop()
     st.session_state[ACTIVE_MODEL] = name  # the sidebar names it, and the other pages start on it
     return name, models()[name]
-
 
 
 def recognizer_with_threshold(model: Any, key: str) -> Any:

@@ -45,7 +45,6 @@ def kept(key: str) -> str:
     return key
 
 
-
 def keep_widget_values() -> None:
     """Note the kept widgets' values at the start of every full run (app.py calls it). Streamlit drops the
     state of widgets a run does not draw (a visit to another page, or a training's progress fragment rerunning
@@ -54,7 +53,6 @@ def keep_widget_values() -> None:
     for key in values:
         if key in st.session_state:
             values[key] = st.session_state[key]
-
 
 
 def forget_kept(prefix: str) -> None:
@@ -66,7 +64,6 @@ def forget_kept(prefix: str) -> None:
         del values[key]
 
 
-
 def model_dir_default_text() -> str:
     """What the sidebar's model-folder box starts with: the default folder, or $FACELAB_MODEL_DIR as typed when it
     cannot be expanded (`model_dir` then says why on the page)."""
@@ -74,7 +71,6 @@ def model_dir_default_text() -> str:
         return str(default_model_dir())
     except FaceLabError:
         return os.environ.get("FACELAB_MODEL_DIR", "")
-
 
 
 def model_dir() -> Path:
@@ -87,16 +83,13 @@ def model_dir() -> Path:
         st.stop()
 
 
-
 def models() -> dict[str, Any]:
     """This session's models by name (trained here or loaded from bundles)."""
     return st.session_state.setdefault(MODELS, {})
 
 
-
 def model_paths() -> dict[str, Path]:
     return st.session_state.setdefault(MODEL_PATHS, {})
-
 
 
 def add_model(name: str, model: Any, path: Path | None = None, activate: bool = True) -> None:
@@ -110,11 +103,9 @@ def add_model(name: str, model: Any, path: Path | None = None, activate: bool = 
         st.session_state[ACTIVE_MODEL] = name
 
 
-
 def active_model_name() -> str | None:
     name = st.session_state.get(ACTIVE_MODEL)
     return name if name in models() else next(reversed(models()), None)
-
 
 
 def dataset():
@@ -122,11 +113,9 @@ def dataset():
     return st.session_state.get(DATASET)
 
 
-
 def set_dataset(ds, label: str | None = None) -> None:
     st.session_state[DATASET] = ds
     st.session_state[DATASET_LABEL] = label or ds.source
-
 
 
 def save_target(name: str, anywhere: bool = True) -> Path:
@@ -140,17 +129,14 @@ def save_target(name: str, anywhere: bool = True) -> Path:
     return model_dir() / unique_name(name) if is_bundle(target) else target
 
 
-
 def unique_name(base: str) -> str:
     """`base`, or `base-2`, `base-3`, ... so a new model never replaces another in the session or the folder."""
     return free_bundle_name(base, set(models()) | {p.name for p in _saved_names()})
 
 
-
 def _saved_names() -> list[Path]:
     folder = model_dir()
     return list(folder.iterdir()) if folder.is_dir() else []
-
 
 
 def data_key(ds: Any) -> str:
@@ -159,12 +145,10 @@ def data_key(ds: Any) -> str:
     return f"{abs(hash((ds.source, tuple(ds.names), len(ds.images)))):x}"
 
 
-
 def remember_test(name: str, test: Any, predicted: list[str]) -> None:
     """Keep what model `name` got wrong on `test` (Evaluate) and a sample of the test faces to try (Identify)."""
     st.session_state.setdefault(EVALUATIONS, {})[name] = misclassified(test.images, test.face_names, predicted)
     st.session_state.setdefault(TEST_FACES, {})[name] = test.sample(TEST_SAMPLE)
-
 
 
 def test_faces(name: str) -> Any:

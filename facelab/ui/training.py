@@ -25,17 +25,14 @@ def jobs() -> dict[str, TrainingJob]:
     return st.session_state.setdefault(JOBS, {})
 
 
-
 def running_jobs() -> list[TrainingJob]:
     return [job for job in jobs().values() if job.running]
-
 
 
 def training_lines() -> None:
     """A line per running training, redrawn every 2 s while one runs; a full rerun when it ends shows its model."""
     names = [job.name for job in running_jobs()]
     st.fragment(_training_lines, run_every=2.0 if names else None)(names)
-
 
 
 def _training_lines(names_at_start: list[str]) -> None:
@@ -46,7 +43,6 @@ def _training_lines(names_at_start: list[str]) -> None:
         progress = job.progress
         where = f"epoch {progress.epoch}/{progress.epochs}" if progress else "starting"
         st.caption(f"Training {job.name}: {where}")
-
 
 
 def collect(job: TrainingJob) -> None:
@@ -60,12 +56,10 @@ def collect(job: TrainingJob) -> None:
             remember_test(job.name, job.split.test, job.model.test_predictions_)
 
 
-
 def collect_finished() -> None:
     """Collect every finished job, so a model trained while the user was on another page shows up."""
     for job in list(jobs().values()):
         collect(job)
-
 
 
 def training_section(kind: str, ds: Any, key: str, page: str) -> None:
@@ -90,7 +84,6 @@ def training_section(kind: str, ds: Any, key: str, page: str) -> None:
     make_split = split_form(ds, key=f"{key}.split")
     st.subheader("Training")
     training_panel(page, lambda: registry.create_model(config), make_split, default_name=kind)
-
 
 
 def training_panel(page: str, make_model: Callable[[], Any], make_split: Callable[[], Any], default_name: str) -> None:
@@ -131,7 +124,6 @@ def training_panel(page: str, make_model: Callable[[], Any], make_split: Callabl
     _result(job)
 
 
-
 @st.fragment(run_every=1.0)
 def _live(job: TrainingJob) -> None:
     """Redrawn every second while the job runs; a full rerun when it ends shows the result."""
@@ -157,7 +149,6 @@ def _live(job: TrainingJob) -> None:
                   help="end training after the current batch and keep the best model so far")
     if history:
         st.plotly_chart(plots.training_curves(history, title=job.name), key=f"live_curves.{job.name}")
-
 
 
 def _result(job: TrainingJob) -> None:

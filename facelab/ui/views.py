@@ -29,7 +29,6 @@ def metrics_table(rows: list[dict]) -> None:
         label: st.column_config.NumberColumn(format=formats.get(key, "%.2f")) for key, label in HEADLINE.items()})
 
 
-
 def compare_curves(histories: dict[str, dict[str, list[float]]], key: str) -> None:
     """A choice of logged curve and the models' curves of it overlaid (validation loss first when logged)."""
     from facelab import plots
@@ -45,7 +44,6 @@ def compare_curves(histories: dict[str, dict[str, list[float]]], key: str) -> No
     if missing:  # left out of the chart: say so, rather than let a model vanish from the legend
         st.caption(f"No {metric} curve for {', '.join(missing)}"
                    + (" (trained without validation faces)" if metric.startswith("val_") else "") + ".")
-
 
 
 def embedding_space(name: str, model: Any, ds: Any, embed: Callable[[np.ndarray], np.ndarray], what: str,
@@ -70,7 +68,6 @@ def embedding_space(name: str, model: Any, ds: Any, embed: Callable[[np.ndarray]
     points, labels = memo[memo_key]
     st.plotly_chart(plots.latent_scatter(points, labels, ds.names, title=f"{what} of {name} ({method})"),
                     key=f"{key}.chart")
-
 
 
 def show_metrics(metrics: dict) -> None:
