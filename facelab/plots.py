@@ -47,9 +47,12 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str | None = 
                 if key not in keys:
                     continue
                 values = [float(v) for v in history[key]]
+                # ae-metric's total loss is almost all identity loss: drawn wide underneath, so both show.
+                total = base == "loss" and len(bases) > 1
                 fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
-                                         name=key, line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
-                                         legendgroup=base), row=1, col=col)
+                                         name=key, line=dict(color=PALETTE[i % len(PALETTE)], dash=dash,
+                                                             width=6 if total else 2),
+                                         opacity=0.45 if total else 1.0, legendgroup=base), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
     _whole_epochs(fig, max((len(history[k]) for k in loss_keys + acc_keys), default=1))
     losses = np.array([float(v) for k in loss_keys for v in history[k]])

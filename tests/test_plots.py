@@ -33,6 +33,9 @@ def test_training_curves_loss_only_and_multi_output():
     # ae-metric: a reconstruction loss near 0.01 beside an identity loss near 10 is drawn on a log axis.
     metric = plots.training_curves({"loss": [12.0, 9.0], "recon_loss": [0.03, 0.01], "identity_loss": [12.0, 9.0]})
     assert metric.layout.yaxis.type == "log" and metric.layout.yaxis.dtick == 1  # 0.01, 0.1, 1, 10: no bare "5"
+    # The total loss (almost all identity loss) is drawn wide and pale underneath, so the two lines both show.
+    width = {t.name: t.line.width for t in metric.data}
+    assert width["loss"] > width["identity_loss"] and metric.data[0].name == "loss" and metric.data[0].opacity < 1
 
 
 def test_compare_curves_one_trace_per_model():
