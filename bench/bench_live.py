@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from facelab.errors import FaceLabError  # noqa: E402
-from facelab.live import STAGES, LiveRecognizer, place_faces  # noqa: E402
+from facelab.live import STAGES, LiveRecognizer  # noqa: E402
+from facelab.preprocess import place_faces  # noqa: E402
 
 KINDS = ("gru", "cnn-gru", "ae-dense", "ae-conv", "ae-metric")
 TARGET_P95_MS = 33.0

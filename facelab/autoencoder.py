@@ -24,7 +24,7 @@ from facelab import FACE_SIZE
 from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
 from facelab.gallery import METRICS, MODES, Gallery
-from facelab.preprocess import AugmentConfig, as_faces, augment_faces
+from facelab.preprocess import AugmentConfig, as_faces, augment_faces, detector_views
 from facelab.reconstruction import interpolate_faces, mse_per_image, psnr_per_image, ssim_per_image
 from facelab.registry import AUTOENCODER_KINDS
 from facelab.training import StopRequest, TrainConfig, TrainingProgress
@@ -198,7 +198,11 @@ class FaceAutoencoder:
         train = split.train.subset(np.flatnonzero(keep_train))
         val = split.val.subset(np.flatnonzero(~np.isin(split.val.labels, strangers)))
         seed_everything(c.train.seed)
-        x = self._faces(train.images)[..., None]  # (N, S, S, 1)
+        fit_on = train  # the gallery below enrols the data set's own faces
+        if c.train.detector_views:
+            images, labels = detector_views(train.images, train.labels)
+            fit_on = dataclasses.replace(train, images=images, labels=labels, paths=None, usage=None)
+        x = self._faces(fit_on.images)[..., None]  # (N, S, S, 1)
         present = sorted(set(train.labels.tolist()))
         if c.head and len(present) < 2:
             raise FaceLabError(f"{c.kind} learns to tell people apart: it needs at least 2 people, got {len(present)}")
@@ -214,7 +218,7 @@ class FaceAutoencoder:
             return {RECON: faces, IDENTITY: np.array([remap.get(int(lab), 0) for lab in ds.labels], np.int64)}, keep
 
         if c.head:
-            y, _ = targets(train, x)
+            y, _ = targets(fit_on, x)
             loss = {RECON: "mse", IDENTITY: cosine_margin_loss(c.head_scale, c.head_margin)}
             loss_weights = {RECON: 1.0, IDENTITY: c.metric_weight}
         else:

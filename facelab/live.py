@@ -500,27 +500,6 @@ def draw_overlay(img_bgr: np.ndarray, fps: float, latency_ms: float, model_name:
                 cv2.LINE_AA)
 
 
-def place_faces(
-    faces: list[np.ndarray], size: tuple[int, int] = (480, 640), side: int = 160, background: int = 128
-) -> np.ndarray:
-    """A synthetic BGR frame (H, W, 3) with grey faces upscaled to `side` px, spread along one row.
-
-    For tests and the benchmark: the same framing as the webcam feed in ../shared/data/webcam.
-    """
-    height, width = size
-    frame = np.full((height, width), background, np.uint8)
-    n = len(faces)
-    for i, face in enumerate(faces):
-        arr = np.asarray(face)
-        grey = (np.clip(arr, 0, 1) * 255).astype(np.uint8) if arr.dtype != np.uint8 else arr
-        big = cv2.resize(grey, (side, side), interpolation=cv2.INTER_CUBIC)
-        cx = round(width * (i + 1) / (n + 1))
-        x, y = max(0, cx - side // 2), max(0, (height - side) // 2)
-        region = frame[y : y + side, x : x + side]
-        region[:] = big[: region.shape[0], : region.shape[1]]
-    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-
-
 # ------------------------------------------------------------------------------ videos and cameras
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # containers OpenCV's own writer handles everywhere
 

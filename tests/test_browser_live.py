@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facelab.live import place_faces
+from facelab.preprocess import place_faces
 
 pytestmark = pytest.mark.browser
 

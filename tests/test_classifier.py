@@ -38,6 +38,8 @@ def test_cnn_gru_learns_and_evaluates(trained, split):
     clf, epochs = trained
     assert [p.epoch for p in epochs] == list(range(1, 9))
     assert clf.epochs_run_ == 8 and 1 <= clf.best_epoch_ <= 8
+    # The preset also trains on the faces as the detector frames them: nearly twice the batches per epoch.
+    assert epochs[0].batches >= 1.8 * len(split.train.images) / 16 and clf.n_train_ == len(split.train.images)
     assert set(clf.history_) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     metrics = clf.evaluate(split.test)
     assert metrics["accuracy"] > 0.4  # chance is 2.5%; the full recipe reaches about 98%

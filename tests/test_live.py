@@ -34,9 +34,8 @@ from facelab.live import (
     NameSmoother,
     box_overlap,
     identify_image,
-    place_faces,
 )
-from facelab.preprocess import Box
+from facelab.preprocess import Box, place_faces
 from facelab.recognition import UNKNOWN, Identification
 
 WEBCAM = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "webcam"

@@ -17,7 +17,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from facelab import ui
-from facelab.live import LiveRecognizer, place_faces
+from facelab.live import LiveRecognizer
+from facelab.preprocess import place_faces
 from tests.helpers import set_distance_threshold
 
 ROOT = Path(__file__).resolve().parent.parent

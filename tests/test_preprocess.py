@@ -12,6 +12,7 @@ from facelab.preprocess import (
     FaceDetector,
     align_face,
     augment_faces,
+    detector_views,
     extract_faces,
     faces_in_image,
     faces_left_to_right,
@@ -96,6 +97,18 @@ def test_crop_framing_is_the_same_shrunk_or_not(olivetti_uint8):
     large, _ = align_face(photo, box, None)
     small, _ = align_face(small_photo, Box(30, 27, 40, 40), None)  # enlarged in the warp, never shrunk
     assert np.corrcoef(large.ravel(), small.ravel())[0, 1] > 0.97
+
+
+def test_detector_views_add_the_faces_as_the_detector_frames_them(olivetti):
+    faces, labels = olivetti.images[:20], olivetti.labels[:20]  # two people
+    x, y = detector_views(faces, labels)
+    assert np.array_equal(x[:20], faces) and np.array_equal(y[:20], labels)
+    views, view_labels = x[20:], y[20:]
+    assert len(views) >= 15 and views.shape[1:] == faces.shape[1:]
+    # A view is its own face reframed: its nearest original (by correlation) is of the same person.
+    nearest = [np.argmax([np.corrcoef(v.ravel(), f.ravel())[0, 1] for f in faces]) for v in views]
+    assert np.mean(labels[nearest] == view_labels) >= 0.9
+    assert not any(np.array_equal(v, faces[i]) for v, i in zip(views, nearest))
 
 
 def test_box_scaling():

@@ -15,7 +15,7 @@ from facelab import ui
 from facelab.data import load_folder
 from facelab.enrol import FaceCollection
 from facelab.errors import BadInputError
-from facelab.live import place_faces
+from facelab.preprocess import place_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 
