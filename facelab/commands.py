@@ -323,11 +323,15 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 
 def _camera_source(text: str) -> int | str:
     """`--camera`: a camera index ("0") or a video file's path (a photo is refused: OpenCV reads it as one frame)."""
-    from facelab.images import IMAGE_SUFFIXES
+    from facelab.images import IMAGE_SUFFIXES, read_image
 
     if text.isdigit():
         return int(text)
     if Path(text).suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            read_image(text)
+        except FaceLabError:  # not a photo either, whatever its name says: opening it as a video says so
+            return text
         raise BadInputError(f"{text}: a photo, not a video; `python -m facelab identify BUNDLE {text}` names its faces")
     return text
 

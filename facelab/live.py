@@ -507,7 +507,12 @@ VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}  # containers OpenCV's own write
 def open_video(source: int | str) -> cv2.VideoCapture:
     """An opened `cv2.VideoCapture` for a camera index or a video file, or a `BadInputError` saying which failed."""
     video = cv2.VideoCapture(source)
-    if not video.isOpened():
+    if video.isOpened() and not isinstance(source, int):
+        # OpenCV "opens" any file named like an image (as a one-file image sequence), readable or not.
+        readable = video.read()[0]
+        video.release()
+        video = cv2.VideoCapture(source) if readable else None
+    if video is None or not video.isOpened():
         raise BadInputError(f"cannot open camera {source}" if isinstance(source, int) else f"{source}: cannot read as a video")
     return video
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 
 from facelab.cli import main
@@ -101,8 +102,13 @@ def test_bad_models_and_flags(tmp_path, photo_folder, capsys):
     assert "face size 0 is outside 8..512" in capsys.readouterr().err
     assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--n", "2"]) == 2  # refused before any frame
     assert "--n must be at least 3" in capsys.readouterr().err
-    assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--camera", "face.png"]) == 2
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), np.full((80, 80), 128, np.uint8))
+    assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--camera", str(photo)]) == 2
     assert "a photo, not a video" in capsys.readouterr().err
+    (tmp_path / "notimage.jpg").write_text("hello")  # named like a photo, but none: not called one
+    assert main(["capture", "Cy", "--out", str(tmp_path / "cap"), "--camera", str(tmp_path / "notimage.jpg")]) == 2
+    assert "cannot read as a video" in capsys.readouterr().err
 
 
 def test_enrol_adds_lists_and_removes_people_in_a_saved_gallery(photo_folder, tmp_path, capsys):
