@@ -216,7 +216,7 @@ def _shrunk_around(grey: np.ndarray, cx: float, cy: float, side: float, zoom: fl
 
     warpAffine has no area interpolation (INTER_AREA is bilinear there): shrinking a large face in the warp
     aliased its texture. On validation faces pasted into photos (Olivetti, cnn-gru, training side only), shrinking
-    first named 85.8% instead of 81.7% at 180 px.
+    first named 84.2% instead of 81.7% at 180 px (80.0% either way at 120 px).
     """
     half = int(math.ceil(side * 0.75)) + 1  # > side / sqrt(2): a crop turned 45 degrees stays inside
     x0, y0 = int(math.floor(cx)) - half, int(math.floor(cy)) - half
@@ -297,7 +297,7 @@ def place_faces(
 # detector's box is 1.06 to 1.39 of the frame, by person); the detector evens that out, so a model that only
 # saw the hand framing named faces in photos far worse than the same faces as crops. Training on both framings
 # closes most of that gap (validation faces, see TrainConfig.detector_views).
-VIEW_SIDE = 180  # px a face is pasted at; the crop's framing hardly depends on it (120-240 px measured alike)
+VIEW_SIDE = 180  # px a face is pasted at (validation photos at 120, 180 and 240 px were then named alike)
 
 
 def detector_views(faces: np.ndarray, labels: np.ndarray, detector: FaceDetector | None = None

@@ -133,7 +133,8 @@ def _live(job: TrainingJob) -> None:
 
     progress, history = job.snapshot()
     if progress is None:
-        st.progress(0.0, text=f"Preparing {job.name} (loading Keras, building the model)...")
+        views = ", cutting the faces out as the detector does" if job.model.config.train.detector_views else ""
+        st.progress(0.0, text=f"Preparing {job.name} (loading Keras, building the model{views})...")
     else:
         text = (f"epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches} · "
                 f"{format_seconds(progress.elapsed_s)} elapsed · {format_seconds(progress.eta_s)} left")
