@@ -59,7 +59,7 @@ class TrainConfig:
     detector_views: bool = field(default=False, metadata={
         "help": "also train on each face as the face detector cuts it out of a photo, so that faces in photos and "
                 "webcam frames are named about as well as the data set's own crops (each epoch then has twice the "
-                "faces; preparing them takes about 30 ms per face here)"})
+                "faces; preparing them takes about 30 ms per face here, for at most 5000 of them)"})
     early_stopping_patience: int = field(default=0, metadata={"help": "stop after this many epochs without "
                                                                       "validation improvement; 0 = off",
                                                               "min": 0, "max": 500})

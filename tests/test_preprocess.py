@@ -109,6 +109,8 @@ def test_detector_views_add_the_faces_as_the_detector_frames_them(olivetti):
     nearest = [np.argmax([np.corrcoef(v.ravel(), f.ravel())[0, 1] for f in faces]) for v in views]
     assert np.mean(labels[nearest] == view_labels) >= 0.9
     assert not any(np.array_equal(v, faces[i]) for v, i in zip(views, nearest))
+    few, few_labels = detector_views(faces, labels, limit=5)  # a large data set: views of a sample only
+    assert 20 < len(few) <= 25 and len(few_labels) == len(few)
 
 
 def test_box_scaling():
