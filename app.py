@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from facelab import ui
 from facelab.live import prepare_webrtc_import
+from pages import ui
 
 # aiortc's pylibsrtp (under streamlit-webrtc) segfaults when first loaded after TensorFlow (both carry
 # OpenSSL symbols): load it now, before a page can import TensorFlow, so the live page is always safe.

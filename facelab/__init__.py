@@ -1,7 +1,7 @@
 """FaceLab: face data, GRU classifiers and autoencoder embeddings for face recognition.
 
 The library behind the Streamlit dashboard and the `python -m facelab` command line. It imports no
-Streamlit (except `facelab.ui`, the glue package the pages share) and loads TensorFlow/Keras
+Streamlit (the pages' shared widgets live in `pages/ui/`) and loads TensorFlow/Keras
 only in the modules that build or run models, so data and preprocessing stay quick to import.
 """
 

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facelab import OLIVETTI_CREDIT, plots, ui
+from facelab import OLIVETTI_CREDIT, plots
 from facelab.errors import FaceLabError
+from pages import ui
 
 SOURCES = ["Synthetic (offline)", "Olivetti", "LFW", "Zip upload", "FER2013 CSV upload", "Folder path", "Webcam"]
 COLLECTION = "data.webcam.collection"  # FaceCollection: the crops gathered so far, per person

@@ -3,9 +3,10 @@ compared."""
 
 import streamlit as st
 
-from facelab import plots, registry, ui
+from facelab import plots, registry
 from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE, people_changed_since_test
+from pages import ui
 
 st.title("Evaluate")
 name, model = ui.pick_model("Model", "evaluate.model")

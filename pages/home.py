@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from facelab import OLIVETTI_CREDIT, ui
+from facelab import OLIVETTI_CREDIT
+from pages import ui
 
 st.title("FaceLab")
 st.markdown(

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facelab import plots, registry, ui
+from facelab import plots, registry
 from facelab.enrol import EnrolConfig
 from facelab.errors import FaceLabError
 from facelab.evaluation import check_answers
 from facelab.images import read_image
 from facelab.preprocess import CROP_MAX_SIDE, FaceDetector, faces_left_to_right
+from pages import ui
 
 st.title("Identify")
 name, model = ui.pick_model("Model that answers", "identify.model", lambda m: hasattr(m, "recognizer"),

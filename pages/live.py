@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facelab import registry, ui
+from facelab import registry
 from facelab.enrol import (
     EnrolConfig,
     FaceCapture,
@@ -23,6 +23,7 @@ from facelab.errors import FaceLabError
 from facelab.images import read_image
 from facelab.live import LiveRecognizer, identify_image, rtc_configuration
 from facelab.storage import check_bundle_target
+from pages import ui
 
 LIVE = "live.processor"  # this session's LiveRecognizer: one detector and results queue per stream
 CAPTURE = "live.capture"  # the FaceCapture being filled from the stream, if any

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from facelab import registry, storage, ui
+from facelab import registry, storage
 from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE
+from pages import ui
 
 st.title("Models")
 folder = ui.model_dir()

@@ -3,9 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from facelab import plots, reconstruction, registry, ui
+from facelab import plots, reconstruction, registry
 from facelab.errors import FaceLabError
 from facelab.preprocess import as_faces
+from pages import ui
 
 st.title("Reconstructions")
 name, model = ui.pick_model("Autoencoder", "recon.model", registry.is_autoencoder, "autoencoder",

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from facelab import registry, ui
+from facelab import registry
+from pages import ui
 
 st.title("Train an autoencoder")
 ds = ui.require_dataset()

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from facelab import ui
 from facelab.classifier import GRU_EQUATIONS, LSTM_EQUATIONS, SEED_CELL_EQUATIONS
+from pages import ui
 
 st.title("Train a GRU classifier")
 ds = ui.require_dataset()

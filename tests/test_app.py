@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from facelab import ui
+from pages import ui
 from tests.helpers import set_distance_threshold
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from facelab import ui
 from facelab.live import LiveRecognizer
 from facelab.preprocess import place_faces
+from pages import ui
 from tests.helpers import set_distance_threshold
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from facelab import ui
 from facelab.data import load_folder
 from facelab.enrol import FaceCollection
 from facelab.errors import BadInputError
 from facelab.preprocess import place_faces
+from pages import ui
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,7 +257,7 @@ def test_a_new_set_of_crops_starts_from_its_own_ticks():
         import numpy as np
         import streamlit as st
 
-        from facelab import ui
+        from pages import ui
 
         second = st.session_state.get("second", False)
         faces = np.full((3, 8, 8), 0.7 if second else 0.3, np.float32)

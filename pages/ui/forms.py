@@ -8,8 +8,8 @@ from typing import Any
 import streamlit as st
 
 from facelab.errors import FaceLabError
-from facelab.ui.messages import show_error
-from facelab.ui.state import data_key, kept
+from pages.ui.messages import show_error
+from pages.ui.state import data_key, kept
 
 
 def config_form(config: Any, key: str, skip: tuple[str, ...] = (), columns: int = 3) -> Any:

@@ -10,8 +10,8 @@ import streamlit as st
 
 from facelab.errors import FaceLabError
 from facelab.evaluation import HEADLINE, headline_metrics
-from facelab.ui.messages import show_error
-from facelab.ui.state import LATENT
+from pages.ui.messages import show_error
+from pages.ui.state import LATENT
 
 
 def metrics_table(rows: list[dict]) -> None:

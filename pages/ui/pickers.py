@@ -12,8 +12,8 @@ import streamlit as st
 from facelab.errors import FaceLabError
 from facelab.registry import is_classifier
 from facelab.storage import list_bundles
-from facelab.ui.messages import show_error
-from facelab.ui.state import (
+from pages.ui.messages import show_error
+from pages.ui.state import (
     ACTIVE_MODEL,
     PAGE_DATA,
     PAGE_MODELS,

@@ -1,48 +1,48 @@
-"""The dashboard's glue: the only part of `facelab` that imports Streamlit, shared by the pages as `ui.<name>`.
+"""The dashboard's glue, shared by the pages as `ui.<name>`: the only code that imports Streamlit besides
+app.py and the pages. It lives beside the pages, not in `facelab`, so the library and the CLI import no Streamlit.
 
 By concern: `state` (session-state keys, the session's models and data set), `messages` (errors, messages that
 outlive a rerun, confirmations), `pickers` (guards that stop a page with a hint, model and threshold choices),
 `loading` (data sets cached for every session), `forms` (a widget per config field, the split), `training`
 (the train pages' panel), `views` (tables, curves, the embedding space) and `camera` (webcam capture).
-Nothing else in `facelab` imports this package, so the library and the CLI run without Streamlit.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from facelab.ui.camera import (
+from pages.ui.camera import (
     camera_stream,
     capture_caption,
     capture_progress,
     mark_capture_shown,
     pick_crops,
 )
-from facelab.ui.forms import (
+from pages.ui.forms import (
     config_form,
     split_form,
 )
-from facelab.ui.loading import (
+from pages.ui.loading import (
     device_label,
     load_spec,
     load_upload,
     load_with_progress,
 )
-from facelab.ui.messages import (
+from pages.ui.messages import (
     ask_confirmation,
     confirmed,
     rerun_with_message,
     show_error,
     show_message,
 )
-from facelab.ui.pickers import (
+from pages.ui.pickers import (
     pick_model,
     pick_people,
     recognizer_with_threshold,
     require_dataset,
     require_models,
 )
-from facelab.ui.state import (
+from pages.ui.state import (
     ACTIVE_MODEL,
     DATASET,
     DATASET_LABEL,
@@ -78,7 +78,7 @@ from facelab.ui.state import (
     test_faces,
     unique_name,
 )
-from facelab.ui.training import (
+from pages.ui.training import (
     collect,
     collect_finished,
     jobs,
@@ -87,7 +87,7 @@ from facelab.ui.training import (
     training_panel,
     training_section,
 )
-from facelab.ui.views import (
+from pages.ui.views import (
     compare_curves,
     embedding_space,
     metrics_table,

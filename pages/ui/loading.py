@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from facelab.ui.messages import show_error
+from pages.ui.messages import show_error
 
 
 def load_spec(spec: str, progress: Callable[[float, str], None] | None = None):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from facelab.ui.state import kept
+from pages.ui.state import kept
 
 
 def camera_stream(key: str, on_frame: Callable, rtc: dict[str, Any]) -> bool:

@@ -15,10 +15,10 @@ import streamlit as st
 from facelab.errors import FaceLabError
 from facelab.jobs import TrainingJob, format_seconds
 from facelab.storage import check_bundle_target
-from facelab.ui.forms import config_form, split_form
-from facelab.ui.messages import show_error
-from facelab.ui.state import JOBS, add_model, data_key, dataset, kept, model_dir, remember_test, unique_name
-from facelab.ui.views import show_metrics
+from pages.ui.forms import config_form, split_form
+from pages.ui.messages import show_error
+from pages.ui.state import JOBS, add_model, data_key, dataset, kept, model_dir, remember_test, unique_name
+from pages.ui.views import show_metrics
 
 
 def jobs() -> dict[str, TrainingJob]:

@@ -8,7 +8,7 @@ import logging
 import streamlit as st
 
 from facelab.errors import FaceLabError
-from facelab.ui.state import DONE_MESSAGE, forget_kept
+from pages.ui.state import DONE_MESSAGE, forget_kept
 
 log = logging.getLogger(__name__)
 
