@@ -7,6 +7,7 @@ PNG in the figure's JSON) rather than one subplot per face, which keeps big grid
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -66,15 +67,31 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str | None = 
     return fig
 
 
+def model_colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per model name that depends on the name, not on its place in a chart, so a model keeps its colour
+    from the Evaluate page to the Models page; a name whose colour another already took gets the next free one."""
+    taken: dict[int, str] = {}
+    out = {}
+    for name in sorted(set(names)):
+        slot = zlib.crc32(name.encode("utf-8")) % len(PALETTE)
+        if len(taken) < len(PALETTE):
+            while slot in taken:
+                slot = (slot + 1) % len(PALETTE)
+        taken[slot] = name
+        out[name] = PALETTE[slot]
+    return out
+
+
 def compare_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str = "val_loss") -> go.Figure:
     """One `metric` per model, overlaid (models that did not log it are left out)."""
     fig = go.Figure()
-    for i, (name, history) in enumerate(histories.items()):
+    colours = model_colours(list(histories))
+    for name, history in histories.items():
         values = history.get(metric) or []
         if len(values) == 0:
             continue
         fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=[float(v) for v in values],
-                                 mode="lines+markers", name=name, line=dict(color=PALETTE[i % len(PALETTE)])))
+                                 mode="lines+markers", name=name, line=dict(color=colours[name])))
     fig.update_layout(title=f"{metric} by model", xaxis_title="epoch", yaxis_title=metric, height=340, **_LAYOUT)
     _whole_epochs(fig, max((len(h.get(metric) or []) for h in histories.values()), default=1))
     return fig

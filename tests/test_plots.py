@@ -44,6 +44,17 @@ def test_compare_curves_one_trace_per_model():
     assert list(fig.data[1].y) == [3.0, 2.0]
 
 
+def test_a_model_keeps_its_colour_from_chart_to_chart():
+    # Evaluate compares the session's models, the Models page saved bundles: the same model must not change colour.
+    session = plots.compare_curves({"ae-metric": HISTORY, "gru-cnn": HISTORY}, "val_loss")
+    saved = plots.compare_curves({"seed": HISTORY, "old": HISTORY, "gru-cnn": HISTORY, "ae-metric": HISTORY}, "val_loss")
+    colour = lambda fig: {t.name: t.line.color for t in fig.data}  # noqa: E731
+    assert colour(session)["gru-cnn"] == colour(saved)["gru-cnn"]
+    assert colour(session)["ae-metric"] == colour(saved)["ae-metric"]
+    names = [f"model-{i}" for i in range(len(plots.PALETTE))]
+    assert len(set(plots.model_colours(names).values())) == len(plots.PALETTE)  # no two alike while colours last
+
+
 def test_confusion_heatmap_normalises_rows():
     conf = [[8, 2, 0], [0, 5, 5], [0, 0, 0]]
     fig = plots.confusion_heatmap(conf, ["x", "y", "z"])
