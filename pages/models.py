@@ -77,8 +77,13 @@ else:
 
 st.subheader("Upload a bundle")
 upload = st.file_uploader("An exported bundle (.zip from Download)", type=["zip"], key="models.upload")
+if upload is not None:
+    # A downloaded file is named after its model, but a browser may have renamed it ("model (1).zip"): say the name.
+    wanted = st.text_input("Name in the model folder", upload.name.removesuffix(".zip").removesuffix(".facelab"),
+                           key=f"models.import_name.{upload.file_id}",
+                           help="Another model of this name is never replaced: the new one becomes name-2.")
 if upload is not None and st.button("Import and load", key="models.import"):
-    name = ui.unique_name(upload.name.removesuffix(".zip").removesuffix(".facelab"))
+    name = ui.unique_name(wanted)
     try:
         ui.add_model(name, registry.import_model(upload.getvalue(), folder / name, upload.name), folder / name)
         st.success(f"Imported {upload.name} as {name} and loaded it.")

@@ -392,6 +392,23 @@ def test_bad_uploads_show_messages(olivetti_ae):
     assert any("model.zip" in e and "not a FaceLab model export" in e for e in errors(at)), errors(at)
 
 
+def test_an_imported_bundle_takes_the_name_typed_not_the_file_name(olivetti_ae, model_dir, tmp_path):
+    # A browser saves a second download as "model (1).zip": the name field starts from it and can be changed.
+    from facelab.storage import export_bundle
+
+    model, _ = olivetti_ae
+    data = export_bundle(model.save(tmp_path / "olivetti-ae"))
+    at = go(new_app(), "pages/models.py")
+    at.file_uploader(key="models.upload").upload("olivetti-ae (1).facelab.zip", data, "application/zip").run()
+    field = next(t for t in at.text_input if t.label == "Name in the model folder")
+    assert field.value == "olivetti-ae (1)"
+    field.set_value("faces of the lab").run()
+    at.button(key="models.import").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert (model_dir / "faces-of-the-lab" / "meta.json").is_file()
+    assert "faces-of-the-lab" in at.session_state[ui.MODELS]
+
+
 def test_curves_compared_name_the_models_that_lack_the_chosen_curve(olivetti_ae):
     # A walk compared three models, one trained without validation faces: it was silently missing from val_loss.
     import copy
