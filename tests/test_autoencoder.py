@@ -33,7 +33,7 @@ def split(olivetti):
 def trained(split):
     """A small, short-trained metric autoencoder (35 people; ~10 s on 2 cores)."""
     known = DataSplit(_known(split.train), _known(split.val), _known(split.test))
-    config = config_for("ae-metric", epochs=25, filters=8, augment=False, seed=1)
+    config = config_for("ae-metric", epochs=25, filters=8, augment=False, seed=1, refit_share=0.0)
     epochs = []
     model = FaceAutoencoder(config).fit(known, on_epoch=epochs.append)
     assert [p.epoch for p in epochs] == list(range(1, 26))
@@ -150,6 +150,30 @@ def test_fit_calibrates_the_threshold_on_people_it_never_trained_on(trained, spl
     assert trained.recognizer(float("inf")).threshold == float("inf")
     with pytest.raises(FaceLabError, match="code distance"):
         trained.recognizer(-1.0)
+
+
+def test_refit_trains_on_the_calibration_people_and_keeps_their_threshold(trained, split):
+    known = DataSplit(_known(split.train), _known(split.val), _known(split.test))
+    config = config_for("ae-metric", epochs=25, filters=8, augment=False, seed=1, refit_share=0.4)
+    epochs = []
+    model = FaceAutoencoder(config).fit(known, on_epoch=epochs.append)
+    # One run of 35 epochs as far as progress and history tell: 25, then 10 on everyone.
+    assert [(p.epoch, p.epochs) for p in epochs] == [(e, 35) for e in range(1, 36)]
+    assert all(len(v) == 35 for v in model.history_.values()) and np.all(np.diff(model.history_["seconds"]) > 0)
+    # The first 25 epochs are the model without refit (same seed): same strangers, same threshold, calibrated on
+    # them before they were trained on.
+    strangers = trained.calibration_people_
+    assert model.calibration_people_ == strangers
+    assert model.gallery_.threshold == trained.gallery_.threshold
+    assert set(strangers) <= set(model.train_names_) and len(model.train_names_) == KNOWN
+    assert len(model.gallery_) == KNOWN and model.gallery_.calibration.impostors == 5 * len(strangers)
+    # Their unseen test faces now sit closer to their own gallery entries.
+    def own_distance(m) -> float:
+        faces = known.test.subset(np.flatnonzero(np.isin(known.test.face_names, strangers)))
+        names, dist = m.gallery_.distances(m.embed(faces.images))
+        return float(np.mean([dist[i, names.index(n)] for i, n in enumerate(faces.face_names)]))
+
+    assert own_distance(model) < own_distance(trained)
 
 
 def test_too_few_people_for_strangers_calibrate_on_validation_faces(split):
