@@ -5,7 +5,8 @@ plain reconstruction) and "ae-metric" (convolutional plus an identity head on th
 codes separate people and not just pixels). After `fit` the bottleneck codes of the training split
 are enrolled in a `Gallery` whose unknown-face threshold is calibrated on "calibration strangers":
 training people kept out of training (enrolled afterwards, and trained on in a short refit when the
-config asks), or, with too few people, the validation split. Training goes through the shared `facelab.training.fit_keras`; saving through `facelab.storage`.
+config asks), or, with too few people, the validation split. Training goes through the shared
+`facelab.training.fit_keras`; saving through `facelab.storage`.
 """
 
 from __future__ import annotations

@@ -208,6 +208,11 @@ class Gallery:
             out[:, j] = np.sort(d, axis=1)[:, :k].mean(axis=1)
         return names, out
 
+    def encode(self, faces: np.ndarray) -> np.ndarray:
+        """Codes of (N, S, S) faces (any size or colour depth is converted), as this gallery compares them."""
+        faces = _as_list(faces)
+        return self._embed(self._prepare(faces)) if len(faces) else np.zeros((0, self.code_size or 0), np.float32)
+
     def identify(self, faces: np.ndarray) -> list[Identification]:
         """One `Identification` per (N, S, S) face (a single (S, S) face is also accepted)."""
         faces = _as_list(faces)

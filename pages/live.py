@@ -18,6 +18,7 @@ from facelab.enrol import (
     remove_person,
     save_model,
     start_fine_tune,
+    unlike_the_others,
 )
 from facelab.errors import FaceLabError
 from facelab.images import read_image
@@ -175,7 +176,17 @@ if faces is not None and len(faces):
         n = sum(w is not None for w in alike)
         st.caption(f"{n} crop{'' if n == 1 else 's'} that {name} names as someone it knows start{'s' if n == 1 else ''} "
                    "unticked.")
-    kept = ui.pick_crops(faces, "live.enrol.keep", alike)
+    # Crops of someone else the model does not know either (a feed that changed faces) are caught another way:
+    # far from the other crops.
+    unlike = unlike_the_others(recognizer, faces)
+    if any(u and not a for u, a in zip(unlike, alike)):
+        odd = [str(i + 1) for i, (u, a) in enumerate(zip(unlike, alike)) if u and not a]
+        st.warning(f"Crop{'' if len(odd) == 1 else 's'} {', '.join(odd)} look{'s' if len(odd) == 1 else ''} unlike the "
+                   f"others to {name}, as if of another person: {'it starts' if len(odd) == 1 else 'they start'} "
+                   f"unticked. Tick {'it' if len(odd) == 1 else 'them'} again if {'it is' if len(odd) == 1 else 'they are'} "
+                   f"{person.strip() or 'the new person'} too.")
+    notes = [f"like {a}" if a else "unlike the rest" if u else None for a, u in zip(alike, unlike)]
+    kept = ui.pick_crops(faces, "live.enrol.keep", notes)
     chosen = faces[kept]
     known = count_look_alikes([alike[i] for i in kept])  # the answers above: no second pass over the crops
     if known:

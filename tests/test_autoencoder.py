@@ -285,3 +285,20 @@ def test_cli_trains_saves_and_evaluates_an_autoencoder(olivetti_dir, tmp_path, c
     assert (tmp_path / "m" / "meta.json").read_bytes() == before
     assert main(["train", "ae-dense", "--data", data, "--epochs", "1", "--out", str(tmp_path / "m"), "--replace"]) == 0
     assert "(1 epoch)" in capsys.readouterr().out and (tmp_path / "m" / "meta.json").read_bytes() != before
+
+
+def test_a_crop_of_another_person_stands_out_among_crops_of_one_stranger(trained, olivetti):
+    # Live enrolment: a webcam feed that changed faces gives crops of two people neither of whom the model knows.
+    from facelab.enrol import unlike_the_others
+
+    gallery = trained.recognizer()
+    faces = {p: olivetti.images[olivetti.labels == p] for p in range(KNOWN, 40)}  # never trained on nor enrolled
+    one_person = [any(unlike_the_others(gallery, faces[p][:6])) for p in faces]
+    mixed = [unlike_the_others(gallery, np.concatenate([faces[p][:5], faces[q][j:j + 1]]))
+             for p in faces for q in faces if q != p for j in range(2)]
+    assert sum(one_person) <= 1
+    assert np.mean([m[-1] for m in mixed]) >= 0.6  # the other person's crop
+    assert np.mean([m[:-1] for m in mixed]) <= 0.1  # crops of the person who is most of the set
+    # Too few crops to tell, or a recogniser without codes: nothing is flagged.
+    assert unlike_the_others(gallery, faces[KNOWN][:3]) == [False] * 3
+    assert unlike_the_others(object(), faces[KNOWN][:6]) == [False] * 6

@@ -188,6 +188,22 @@ def test_add_a_person_from_photos_then_remove(webrtc, olivetti_model, olivetti_u
     assert "Ada" not in saved and "Zed" in saved
 
 
+def test_a_crop_unlike_the_others_starts_unticked_with_a_warning(webrtc, olivetti_model, olivetti_uint8):
+    # The rule itself is tested on a trained gallery (test_autoencoder); here the page's use of its answer.
+    model, _ = olivetti_model
+    faces, _ = olivetti_uint8
+    at = live_page(model)
+    set_distance_threshold(at, 0.0)  # nobody is a look-alike: only the odd-one-out rule unticks
+    at.text_input(key="live.enrol.name").set_value("Ada").run()
+    at.radio(key="live.enrol.source").set_value("Photos").run()
+    photos = [(f"ada{i}.png", png(place_faces([faces[390 + i]], side=200)), "image/png") for i in range(5)]
+    with mock.patch("facelab.enrol.unlike_the_others", return_value=[False, False, True, False, False]):
+        at.file_uploader(key="live.enrol.photos").set_value(photos).run()
+    assert [c.value for c in at.checkbox if c.key.startswith("live.enrol.keep.")] == [True, True, False, True, True]
+    assert any(w.value.startswith("Crop 3 looks unlike the others to olivetti-ae, as if of another person") and
+               "Tick it again if it is Ada too" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 def test_newest_saved_bundle_is_the_default(webrtc, olivetti_model, model_dir):
     model, _ = olivetti_model
     model.save(model_dir / "older")

@@ -261,7 +261,7 @@ def test_a_new_set_of_crops_starts_from_its_own_ticks():
 
         second = st.session_state.get("second", False)
         faces = np.full((3, 8, 8), 0.7 if second else 0.3, np.float32)
-        ui.pick_crops(faces, "t.keep", ["Alice", None, None] if second else None)
+        ui.pick_crops(faces, "t.keep", ["like Alice", None, None] if second else None)
 
     at = AppTest.from_function(page, default_timeout=60).run()
     [c for c in at.checkbox if c.key.startswith("t.keep.")][1].uncheck().run()

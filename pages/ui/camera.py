@@ -48,16 +48,16 @@ def mark_capture_shown(capture: Any, shown_key: str) -> None:
         st.session_state[shown_key] = capture
 
 
-def pick_crops(faces: Any, key: str, looks_like: list[str | None] | None = None) -> list[int]:
-    """Show (N, S, S) crops with a box each, ticked unless `looks_like` names a known person the crop looks like
-    (shown under it); returns the indices of the crops still ticked."""
+def pick_crops(faces: Any, key: str, notes: list[str | None] | None = None) -> list[int]:
+    """Show (N, S, S) crops with a box each, ticked unless `notes` has a note for the crop (shown under it, such as
+    "like Ann"); returns the indices of the crops still ticked."""
     st.caption("Check the crops: untick any that is not the person.")
-    looks_like = looks_like or [None] * len(faces)
+    notes = notes or [None] * len(faces)
     # Keyed by the crops themselves: a new capture or other photos start from their own ticks, not the last set's.
     crops = hashlib.sha1(np.ascontiguousarray(faces).tobytes()).hexdigest()[:10]
     cols = st.columns(min(len(faces), 10))
-    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", looks_like[i] is None, key=kept(f"{key}.{crops}.{i}"))
+    keep = [cols[i % len(cols)].checkbox(f"{i + 1}", notes[i] is None, key=kept(f"{key}.{crops}.{i}"))
             for i in range(len(faces))]
     for i, face in enumerate(faces):
-        cols[i % len(cols)].image(face, clamp=True, width=64, caption=f"like {looks_like[i]}" if looks_like[i] else None)
+        cols[i % len(cols)].image(face, clamp=True, width=64, caption=notes[i])
     return [i for i, k in enumerate(keep) if k]
