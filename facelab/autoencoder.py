@@ -24,7 +24,7 @@ import numpy as np
 from facelab import FACE_SIZE
 from facelab.data import DataSplit, FaceDataset
 from facelab.errors import BadInputError, FaceLabError
-from facelab.gallery import METRICS, MODES, Gallery
+from facelab.gallery import METRICS, MODES, Gallery, unit_length
 from facelab.preprocess import AugmentConfig, as_faces, augment_faces, detector_views
 from facelab.reconstruction import interpolate_faces, mse_per_image, psnr_per_image, ssim_per_image
 from facelab.registry import AUTOENCODER_KINDS
@@ -337,10 +337,9 @@ class FaceAutoencoder:
         model = join(encoder_of(old), decoder_of(old), n_people=len(names), name=old.name)
         kernel = np.zeros((c.encoding_dim, len(names)), np.float32)
         kernel[:, :len(self.train_names_)] = old.get_layer(IDENTITY).get_weights()[0]
-        codes = _unit(self.encode(split.train.images))
+        codes = unit_length(self.encode(split.train.images))
         for j, name in enumerate(self.calibration_people_, start=len(self.train_names_)):
-            mean = codes[np.array(split.train.face_names) == name].mean(axis=0)
-            kernel[:, j] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            kernel[:, j] = unit_length(codes[np.array(split.train.face_names) == name].mean(axis=0))
         model.get_layer(IDENTITY).set_weights([kernel])
         self.train_names_ = names
         done = len(self.history_.get("loss", []))
@@ -419,12 +418,12 @@ class FaceAutoencoder:
         when `normalize_embedding`: (N, D) float32."""
         faces = self._faces(faces)
         unit = self.config.normalize_embedding
-        codes = _unit(self.encode(faces)) if unit else self.encode(faces)
+        codes = unit_length(self.encode(faces)) if unit else self.encode(faces)
         if self.config.flip_average and len(faces):
             # Chosen on validation strangers: +4 and +12 points of true accepts at the same false accepts.
             mirror = self.encode(np.ascontiguousarray(faces[:, :, ::-1]))
-            codes = (codes + (_unit(mirror) if unit else mirror)) / 2
-        return (_unit(codes) if unit else codes).astype(np.float32)
+            codes = (codes + (unit_length(mirror) if unit else mirror)) / 2
+        return (unit_length(codes) if unit else codes).astype(np.float32)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Faces from (N, D) codes (as returned by `encode`, not normalised): (N, S, S) float32."""
@@ -658,10 +657,6 @@ def calibration_stranger_count(share: float, people: int) -> int:
 def _concat(a: FaceDataset, b: FaceDataset) -> FaceDataset:
     """Faces of two subsets of one dataset (same names) as one dataset."""
     return FaceDataset(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]), a.names, a.source)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _finite(x: float) -> float | None:

@@ -30,7 +30,7 @@ import numpy as np
 from facelab import FACE_SIZE
 from facelab.data import DataSplit, FaceDataset, split_dataset
 from facelab.errors import BadInputError, FaceLabError
-from facelab.gallery import Gallery
+from facelab.gallery import Gallery, unit_length
 from facelab.images import read_image
 from facelab.jobs import TrainingJob
 from facelab.live import align_box  # live imports this module for type hints only: no cycle
@@ -354,15 +354,11 @@ def unlike_the_others(recognizer: Any, faces: np.ndarray) -> list[bool]:
     if (not isinstance(recognizer, Gallery) or recognizer.metric != "cosine" or not math.isfinite(threshold)
             or len(faces) < 4):
         return [False] * len(faces)
-    codes = _unit(recognizer.encode(np.asarray(faces, np.float32)).astype(np.float64))
+    codes = unit_length(recognizer.encode(np.asarray(faces, np.float32)).astype(np.float64))
     total = codes.sum(axis=0)
-    apart = np.array([1.0 - codes[i] @ _unit(total - codes[i]) for i in range(len(codes))])
+    apart = np.array([1.0 - codes[i] @ unit_length(total - codes[i]) for i in range(len(codes))])
     spread = np.array([np.median(np.delete(apart, i)) for i in range(len(apart))])
     return ((apart > UNLIKE_THRESHOLDS * threshold) & (apart > UNLIKE_SPREAD * spread)).tolist()
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def gallery_of(model: Any) -> Any:

@@ -193,16 +193,16 @@ class Gallery:
         self._check_code_size(codes.shape[1], gallery)
         names = list(gallery)
         if self.metric == "cosine":
-            codes = _unit(codes)
+            codes = unit_length(codes)
         out = np.empty((len(codes), len(names)))
         for j, name in enumerate(names):
             refs = gallery[name].astype(np.float64)
             if self.metric == "cosine":
-                refs = _unit(refs)
+                refs = unit_length(refs)
             if self.mode == "mean":
                 refs = refs.mean(axis=0, keepdims=True)
                 if self.metric == "cosine":
-                    refs = _unit(refs)
+                    refs = unit_length(refs)
             d = _pairwise(codes, refs, self.metric)  # (N, n)
             k = min(self.k, d.shape[1])
             out[:, j] = np.sort(d, axis=1)[:, :k].mean(axis=1)
@@ -472,7 +472,8 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_length(x: np.ndarray) -> np.ndarray:
+    """Rows (or a vector) scaled to length 1, as cosine distances see them; a zero row stays zero."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 

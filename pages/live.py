@@ -179,11 +179,11 @@ if faces is not None and len(faces):
     # Crops of someone else the model does not know either (a feed that changed faces) are caught another way:
     # far from the other crops.
     unlike = unlike_the_others(recognizer, faces)
-    if any(u and not a for u, a in zip(unlike, alike)):
-        odd = [str(i + 1) for i, (u, a) in enumerate(zip(unlike, alike)) if u and not a]
-        st.warning(f"Crop{'' if len(odd) == 1 else 's'} {', '.join(odd)} look{'s' if len(odd) == 1 else ''} unlike the "
-                   f"others to {name}, as if of another person: {'it starts' if len(odd) == 1 else 'they start'} "
-                   f"unticked. Tick {'it' if len(odd) == 1 else 'them'} again if {'it is' if len(odd) == 1 else 'they are'} "
+    odd = [str(i + 1) for i, (u, a) in enumerate(zip(unlike, alike)) if u and not a]
+    if odd:
+        it, they = ("it", "it is") if len(odd) == 1 else ("them", "they are")
+        st.warning(f"{'Crop' if len(odd) == 1 else 'Crops'} {', '.join(odd)} look{'s' if len(odd) == 1 else ''} unlike "
+                   f"the others to {name}, as if of another person: unticked. Tick {it} again if {they} "
                    f"{person.strip() or 'the new person'} too.")
     notes = [f"like {a}" if a else "unlike the rest" if u else None for a, u in zip(alike, unlike)]
     kept = ui.pick_crops(faces, "live.enrol.keep", notes)

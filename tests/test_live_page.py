@@ -200,8 +200,8 @@ def test_a_crop_unlike_the_others_starts_unticked_with_a_warning(webrtc, olivett
     with mock.patch("facelab.enrol.unlike_the_others", return_value=[False, False, True, False, False]):
         at.file_uploader(key="live.enrol.photos").set_value(photos).run()
     assert [c.value for c in at.checkbox if c.key.startswith("live.enrol.keep.")] == [True, True, False, True, True]
-    assert any(w.value.startswith("Crop 3 looks unlike the others to olivetti-ae, as if of another person") and
-               "Tick it again if it is Ada too" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any(w.value.startswith("Crop 3 looks unlike the others to olivetti-ae, as if of another person: unticked")
+               and "Tick it again if it is Ada too" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 def test_newest_saved_bundle_is_the_default(webrtc, olivetti_model, model_dir):
