@@ -338,27 +338,31 @@ def already_known(recognizer: Any, faces: np.ndarray, name: str = "") -> dict[st
     return count_look_alikes(look_alikes(recognizer, faces, name))
 
 
-# A crop is unlike the others when its cosine distance to the mean code of the other crops is over both
-# UNLIKE_THRESHOLDS times the gallery's threshold and UNLIKE_SPREAD times the median of the other crops' own such
-# distances. Chosen on validation folds (Olivetti, training side, bench seeds 0-2, 9 refitted ae-metric models,
-# 54 sets of one stranger's 5 faces): 3 of 54 sets of one person had a crop flagged, and of 1350 sets of 4 faces
-# of one stranger and 1 of another the odd face was flagged in 83% (a face of the right person in 5%). Twice the
-# threshold alone flagged 30% of the sets of one person.
-UNLIKE_THRESHOLDS, UNLIKE_SPREAD = 2.0, 2.5
+# Crops a gallery's codes tell apart: average-linkage groups of crops cut at UNLIKE_CUT times the gallery's
+# threshold (cosine distance); the crops outside the largest group are unlike the others. Chosen on validation folds
+# (Olivetti, training side, bench seeds 0-2, 9 refitted ae-metric models, faces of 6 strangers per fold): of sets of
+# one stranger's 5 faces 17% had a crop flagged (Olivetti's faces of one person differ more than a few seconds of
+# webcam do); of the other people's crops in sets of 4 + 1, 3 + 2, 3 + 1 + 1 and 5 + 2 + 2 faces 87%, 81%, 86% and
+# 88% were flagged, and 4-9% of the main person's. Single linkage at 2.5x (11% of one-person sets flagged) chained
+# the three people of a webcam feed seen through WebRTC into one group; a first rule (far from the mean of the
+# others) flagged 9% of the second person's crops in sets of 3 + 2.
+UNLIKE_CUT = 3.0
 
 
 def unlike_the_others(recognizer: Any, faces: np.ndarray) -> list[bool]:
-    """For each of the (N, S, S) crops, whether a gallery's codes put it far from the rest (a second person in a
-    capture, as when a webcam feed changes faces); all False for 3 crops or fewer or for a classifier."""
+    """For each of the (N, S, S) crops, whether a gallery's codes set it apart from the largest group of alike crops
+    (another person in a capture, as when a webcam feed changes faces); all False for fewer than 3 crops or a
+    recogniser without codes (a classifier)."""
+    from sklearn.cluster import AgglomerativeClustering
+
     threshold = getattr(recognizer, "threshold", math.inf)
     if (not isinstance(recognizer, Gallery) or recognizer.metric != "cosine" or not math.isfinite(threshold)
-            or len(faces) < 4):
+            or threshold <= 0 or len(faces) < 3):
         return [False] * len(faces)
     codes = unit_length(recognizer.encode(np.asarray(faces, np.float32)).astype(np.float64))
-    total = codes.sum(axis=0)
-    apart = np.array([1.0 - codes[i] @ unit_length(total - codes[i]) for i in range(len(codes))])
-    spread = np.array([np.median(np.delete(apart, i)) for i in range(len(apart))])
-    return ((apart > UNLIKE_THRESHOLDS * threshold) & (apart > UNLIKE_SPREAD * spread)).tolist()
+    groups = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                     distance_threshold=UNLIKE_CUT * threshold).fit_predict(codes)
+    return (groups != np.bincount(groups).argmax()).tolist()
 
 
 def gallery_of(model: Any) -> Any:

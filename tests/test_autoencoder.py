@@ -287,18 +287,22 @@ def test_cli_trains_saves_and_evaluates_an_autoencoder(olivetti_dir, tmp_path, c
     assert "(1 epoch)" in capsys.readouterr().out and (tmp_path / "m" / "meta.json").read_bytes() != before
 
 
-def test_a_crop_of_another_person_stands_out_among_crops_of_one_stranger(trained, olivetti):
-    # Live enrolment: a webcam feed that changed faces gives crops of two people neither of whom the model knows.
+def test_crops_of_other_people_stand_out_among_crops_of_one_stranger(trained, olivetti):
+    # Live enrolment: a webcam feed that changed faces gives crops of people none of whom the model knows.
     from facelab.enrol import unlike_the_others
 
     gallery = trained.recognizer()
     faces = {p: olivetti.images[olivetti.labels == p] for p in range(KNOWN, 40)}  # never trained on nor enrolled
     one_person = [any(unlike_the_others(gallery, faces[p][:6])) for p in faces]
-    mixed = [unlike_the_others(gallery, np.concatenate([faces[p][:5], faces[q][j:j + 1]]))
-             for p in faces for q in faces if q != p for j in range(2)]
     assert sum(one_person) <= 1
-    assert np.mean([m[-1] for m in mixed]) >= 0.6  # the other person's crop
-    assert np.mean([m[:-1] for m in mixed]) <= 0.1  # crops of the person who is most of the set
+    # 5 crops of one person and 1 of another; 4 of one and 2 each of two others (the feed a walk saw).
+    sets = [(faces[p][:5], faces[q][j:j + 1]) for p in faces for q in faces if q != p for j in range(2)]
+    sets += [(faces[p][:4], np.concatenate([faces[q][:2], faces[r][2:4]]))
+             for p in faces for q in faces for r in faces if len({p, q, r}) == 3]
+    flags = [np.array(unlike_the_others(gallery, np.concatenate([main, others]))) for main, others in sets]
+    others = np.concatenate([f[len(main):] for f, (main, _) in zip(flags, sets)])
+    mains = np.concatenate([f[:len(main)] for f, (main, _) in zip(flags, sets)])
+    assert others.mean() >= 0.7 and mains.mean() <= 0.2  # here 89% and 10% (validation folds: 81-88%, 4-9%)
     # Too few crops to tell, or a recogniser without codes: nothing is flagged.
-    assert unlike_the_others(gallery, faces[KNOWN][:3]) == [False] * 3
+    assert unlike_the_others(gallery, faces[KNOWN][:2]) == [False] * 2
     assert unlike_the_others(object(), faces[KNOWN][:6]) == [False] * 6
