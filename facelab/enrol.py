@@ -351,13 +351,17 @@ UNLIKE_CUT = 3.0
 
 def unlike_the_others(recognizer: Any, faces: np.ndarray) -> list[bool]:
     """For each of the (N, S, S) crops, whether a gallery's codes set it apart from the largest group of alike crops
-    (another person in a capture, as when a webcam feed changes faces); all False for fewer than 3 crops or a
-    recogniser without codes (a classifier)."""
+    (another person in a capture, as when a webcam feed changes faces); all False for fewer than 3 crops, a
+    recogniser without codes (a classifier) or a gallery whose calibrated threshold names few known faces."""
     from sklearn.cluster import AgglomerativeClustering
 
     threshold = getattr(recognizer, "threshold", math.inf)
     if (not isinstance(recognizer, Gallery) or recognizer.metric != "cosine" or not math.isfinite(threshold)
             or threshold <= 0 or len(faces) < 3):
+        return [False] * len(faces)
+    if recognizer.calibration is not None and recognizer.calibration.names_few_known:
+        # Codes that do not even bring a known person's faces within the threshold (the seed's dense network) would
+        # set one person's crops apart from each other.
         return [False] * len(faces)
     codes = unit_length(recognizer.encode(np.asarray(faces, np.float32)).astype(np.float64))
     groups = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",

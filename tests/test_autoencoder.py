@@ -306,3 +306,11 @@ def test_crops_of_other_people_stand_out_among_crops_of_one_stranger(trained, ol
     # Too few crops to tell, or a recogniser without codes: nothing is flagged.
     assert unlike_the_others(gallery, faces[KNOWN][:2]) == [False] * 2
     assert unlike_the_others(object(), faces[KNOWN][:6]) == [False] * 6
+    # Nor with codes too weak to bring one known person's faces within the threshold (the seed's dense network):
+    # they would set one person's crops apart from each other.
+    import dataclasses
+
+    weak = gallery.copy()
+    weak.calibration = dataclasses.replace(gallery.calibration, tar=0.3)
+    mixed_set = np.concatenate([faces[KNOWN][:4], faces[KNOWN + 1][:2]])
+    assert any(unlike_the_others(gallery, mixed_set)) and not any(unlike_the_others(weak, mixed_set))
