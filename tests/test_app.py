@@ -614,3 +614,14 @@ def test_a_model_folder_that_cannot_be_expanded_or_read_is_a_message(monkeypatch
     at = go(new_app(), "pages/models.py")
     assert not at.exception
     assert any("no such user's home folder" in e for e in errors(at)), errors(at)
+
+
+def test_script_runs_leave_keras_session_alone():
+    # Streamlit cleared Keras's session after every run, fragments included: with the Train page's progress
+    # redrawn every second, training in the background thread ran at less than half speed.
+    import keras
+    from streamlit.runtime.scriptrunner import script_runner
+
+    with mock.patch.object(keras.backend, "clear_session") as clear:
+        script_runner._clean_problem_modules()
+    clear.assert_not_called()

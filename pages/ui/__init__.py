@@ -9,6 +9,8 @@ outlive a rerun, confirmations), `pickers` (guards that stop a page with a hint,
 
 from __future__ import annotations
 
+import sys
+
 import streamlit as st
 
 from pages.ui.camera import (
@@ -114,7 +116,31 @@ def _leave_pages_folder_mode() -> None:
             st.rerun()
 
 
+def _keep_keras_session() -> None:
+    """Stop Streamlit from clearing Keras's session at the end of every script run.
+
+    Streamlit calls `keras.backend.clear_session()` after each run, fragments included. Here models train in
+    background threads while the Train page's progress reruns every second: each clear dropped TensorFlow's kernel
+    cache, ran a full garbage collection and reset Keras's global state under the training thread. A profile put
+    half of the server's samples in it, and the ae-metric preset on 36 people took 2:36-2:56 with the Train page
+    open against 1:09 with the browser on Home. Matplotlib's figures are still closed, as Streamlit does.
+    """
+    try:
+        from streamlit.runtime.scriptrunner import script_runner
+    except ImportError:  # a Streamlit without these internals: nothing to fix
+        return
+    if not hasattr(script_runner, "_clean_problem_modules"):
+        return
+
+    def close_matplotlib_figures() -> None:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+
+    script_runner._clean_problem_modules = close_matplotlib_figures
+
+
 _leave_pages_folder_mode()
+_keep_keras_session()
 
 __all__ = [
     "ACTIVE_MODEL",
