@@ -337,9 +337,9 @@ class FaceAutoencoder:
         model = join(encoder_of(old), decoder_of(old), n_people=len(names), name=old.name)
         kernel = np.zeros((c.encoding_dim, len(names)), np.float32)
         kernel[:, :len(self.train_names_)] = old.get_layer(IDENTITY).get_weights()[0]
-        codes = unit_length(self.encode(split.train.images))
+        owners = np.array(split.train.face_names)
         for j, name in enumerate(self.calibration_people_, start=len(self.train_names_)):
-            kernel[:, j] = unit_length(codes[np.array(split.train.face_names) == name].mean(axis=0))
+            kernel[:, j] = unit_length(unit_length(self.encode(split.train.images[owners == name])).mean(axis=0))
         model.get_layer(IDENTITY).set_weights([kernel])
         self.train_names_ = names
         done = len(self.history_.get("loss", []))

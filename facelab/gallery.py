@@ -218,7 +218,7 @@ class Gallery:
         faces = _as_list(faces)
         if len(faces) == 0:
             return []
-        return self.identify_codes(self._embed(self._prepare(faces)))
+        return self.identify_codes(self.encode(faces))
 
     def identify_codes(self, codes: np.ndarray) -> list[Identification]:
         """`identify` for codes already computed: (N, D) -> N answers."""
@@ -252,7 +252,7 @@ class Gallery:
         also kept at or under the `far` quantile of a normal fitted to the impostor distances. Never
         calibrate on test faces.
         """
-        return self.calibrate_codes(self._embed(self._prepare(_as_list(faces))), names, far, impostors)
+        return self.calibrate_codes(self.encode(faces), names, far, impostors)
 
     def calibrate_codes(self, codes: np.ndarray, names: Sequence[str], far: float = 0.01,
                         impostors: str = "all") -> Calibration:

@@ -82,13 +82,13 @@ if upload is not None:
     wanted = st.text_input("Name in the model folder", upload.name.removesuffix(".zip").removesuffix(".facelab"),
                            key=f"models.import_name.{upload.file_id}",
                            help="Another model of this name is never replaced: the new one becomes name-2.")
-if upload is not None and st.button("Import and load", key="models.import"):
-    name = ui.unique_name(wanted)
-    try:
-        ui.add_model(name, registry.import_model(upload.getvalue(), folder / name, upload.name), folder / name)
-        st.success(f"Imported {upload.name} as {name} and loaded it.")
-    except FaceLabError as err:
-        ui.show_error(err)
+    if st.button("Import and load", key="models.import"):
+        name = ui.unique_name(wanted)
+        try:
+            ui.add_model(name, registry.import_model(upload.getvalue(), folder / name, upload.name), folder / name)
+            st.success(f"Imported {upload.name} as {name} and loaded it.")
+        except FaceLabError as err:
+            ui.show_error(err)
 
 st.subheader("In this session")
 session = ui.models()
